@@ -94,6 +94,7 @@ class File {
   std::optional<uint64_t> FindUint(std::string_view key) const;
   uint64_t GetUint(std::string_view key) const;
   std::optional<int64_t> FindInt(std::string_view key) const;
+  int64_t GetInt(std::string_view key) const;
   std::optional<double> FindFloat(std::string_view key) const;
   double GetFloat(std::string_view key) const;
   std::optional<bool> FindBool(std::string_view key) const;
@@ -110,6 +111,8 @@ class File {
  private:
   File() = default;
   void Parse();
+  const Value& GetArray(std::string_view key, std::string_view expected,
+                        bool (*element_ok)(ValueType)) const;
 
   std::string path_;
   const uint8_t* base_ = nullptr;
@@ -143,6 +146,9 @@ class Writer {
   std::vector<uint8_t> WriteMemory() const;
 
  private:
+  // Validates the tensors and returns everything before the data section (padded).
+  std::vector<uint8_t> SerializeHeader() const;
+
   uint64_t alignment_ = 32;
   std::vector<KeyValue> metadata_;
   struct PendingTensor {
