@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <string>
 #include <utility>
 
@@ -157,6 +158,7 @@ struct Tokenizer::Impl {
         return;
       }
     }
+    if (piece.size() > static_cast<size_t>(INT32_MAX)) Fail("tokenizer: a pre-token of {} bytes is too long", piece.size());
     const auto n = static_cast<int32_t>(piece.size());
     auto& symbols = scratch->symbols;
     auto& heap = scratch->heap;
@@ -304,6 +306,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool parse_special
 
 std::string Tokenizer::Decode(std::span<const int32_t> ids, bool render_special) const {
   std::string text;
+  text.reserve(ids.size() * 4);
   for (int32_t id : ids) {
     if (!render_special && IsControl(id)) continue;
     text += impl_->token_bytes[id];
