@@ -96,9 +96,9 @@ class _CrossEntropy(torch.autograd.Function):
         m = logits.amax(-1, keepdim=True)
         p = (logits - m).exp_()
         s = p.sum(-1, keepdim=True)
+        p.div_(s)
         lse = s.log_().add_(m).squeeze(-1)
         loss = (lse - logits.gather(-1, t[:, None]).squeeze(-1)).mean()
-        p.div_(s)
         ctx.save_for_backward(p, t)
         return loss
 
