@@ -512,7 +512,22 @@ TEST(TokenizerTest, HFJsonAcceptsPairMergesAndNamesErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.merges[0]"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(Tokenizer::DataFromHFJson(WriteTemp("tok_broken.json", "{\"model\": ")), Error);
+  auto expect_json_error = [](const std::string& json_text, const std::string& needle) {
+    try {
+      Tokenizer::DataFromHFJson(WriteTemp("tok_err.json", json_text));
+      ADD_FAILURE() << "expected an error mentioning " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_json_error("{\"model\": ", "not valid JSON");
+  expect_json_error("[1, 2]", "not a tokenizer.json");
+  expect_json_error(R"({"model": {"type": "WordPiece", "vocab": {"a": 0}, "merges": []}})", "WordPiece");
+  expect_json_error(R"({"model": {"vocab": {"a": -3}, "merges": []}})", "model.vocab[\"a\"]");
+  expect_json_error(R"({"model": {"vocab": {"a": 0}}})", "model.merges is missing");
+  expect_json_error(R"({"model": {"vocab": {"a": 0}, "merges": [["a", "b", "c"]]}})", "model.merges[0]");
+  expect_json_error(R"({"model": {"vocab": {"a": 0}, "merges": []}, "added_tokens": [{"content": "x"}]})",
+                    "added_tokens[0]");
   EXPECT_THROW(Tokenizer::DataFromHFJson("/nonexistent/tokenizer.json"), Error);
 }
 
