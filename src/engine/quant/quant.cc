@@ -239,4 +239,20 @@ float TernarizeAbsMean(const float* w, uint64_t n, int8_t* codes) {
   return s;
 }
 
+float TernarizeDense(const float* w, uint64_t n, int8_t* codes) {
+  float level = 0.0f;
+  bool ternary = true;
+  for (uint64_t i = 0; i < n && ternary; ++i) {
+    const float a = std::fabs(w[i]);
+    if (a == 0.0f) continue;
+    if (level == 0.0f) level = a;
+    ternary = a == level && std::isfinite(a);
+  }
+  if (ternary && level != 0.0f) {
+    for (uint64_t i = 0; i < n; ++i) codes[i] = w[i] > 0.0f ? 1 : (w[i] < 0.0f ? -1 : 0);
+    return level;
+  }
+  return TernarizeAbsMean(w, n, codes);
+}
+
 }  // namespace trinity::quant

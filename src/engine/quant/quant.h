@@ -72,4 +72,9 @@ std::vector<uint8_t> ToF16(const float* x, uint64_t n);
 // Returns s; writes the codes.
 float TernarizeAbsMean(const float* w, uint64_t n, int8_t* codes);
 
+// Ternarises dense (F32/F16/BF16) linear weights. Values that are already ternary (every non-zero
+// |w| equal, as in llama.cpp's F16 BitNet files, which store codes * scale) keep that value as the
+// scale, so loading them is exact; genuine master weights follow TernarizeAbsMean.
+float TernarizeDense(const float* w, uint64_t n, int8_t* codes);
+
 }  // namespace trinity::quant

@@ -1,0 +1,90 @@
+#include "engine/common/thread_pool.h"
+
+#include <sched.h>
+
+#include <algorithm>
+
+namespace trinity {
+
+namespace {
+
+// Chunk `index` of `parts` over [0, n), boundaries rounded to multiples of grain.
+void ChunkRange(int64_t n, int64_t grain, int parts, int index, int64_t* begin, int64_t* end) {
+  const int64_t units = (n + grain - 1) / grain;
+  const int64_t b = units * index / parts;
+  const int64_t e = units * (index + 1) / parts;
+  *begin = std::min(n, b * grain);
+  *end = std::min(n, e * grain);
+}
+
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) {
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& worker : workers_) worker.join();
+}
+
+int ThreadPool::DefaultThreads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int parts = n_threads();
+  if (parts == 1 || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = &fn;
+    job_n_ = n;
+    job_grain_ = grain;
+    pending_ = static_cast<int>(workers_.size());
+    ++generation_;
+  }
+  work_cv_.notify_all();
+  int64_t begin, end;
+  ChunkRange(n, grain, parts, 0, &begin, &end);
+  if (begin < end) fn(begin, end);
+  std::unique_lock<std::mutex> lock(mutex_);
+  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  job_ = nullptr;
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(int64_t, int64_t)>* job;
+    int64_t n, grain;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      job = job_;
+      n = job_n_;
+      grain = job_grain_;
+    }
+    int64_t begin, end;
+    ChunkRange(n, grain, n_threads(), index, &begin, &end);
+    if (begin < end) (*job)(begin, end);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+}
+
+}  // namespace trinity

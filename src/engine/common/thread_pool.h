@@ -1,0 +1,48 @@
+// A fixed pool of worker threads for data-parallel loops.
+//
+// Workers sleep on a condition variable between jobs: an idle engine (a server waiting for
+// requests) uses no CPU. The calling thread takes part in every job.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace trinity {
+
+class ThreadPool {
+ public:
+  // n_threads total, including the caller (n_threads <= 1: everything runs on the caller).
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int n_threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Splits [0, n) into one contiguous chunk per thread (chunks rounded to `grain`) and runs
+  // fn(begin, end) on each; returns when all are done. Not re-entrant.
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+
+  // Default thread count: the number of cores this process may run on.
+  static int DefaultThreads();
+
+ private:
+  void WorkerLoop(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  int64_t job_grain_ = 1;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace trinity

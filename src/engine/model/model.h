@@ -1,0 +1,80 @@
+// A loaded BitNet b1.58 model: configuration, tokenizer and weights.
+//
+// Reads Microsoft's GGUF (architecture bitnet-b1.58 / bitnet-25, I2_S ternary tensors), llama.cpp's
+// (architecture bitnet, TQ2_0 / TQ1_0, optional per-tensor .scale tensors) and unquantised F16/F32/
+// BF16 linears (ternarised at load with the training rule). Every ternary format ends up in one
+// internal layout (I2_S blocks + scale) that the kernels read; Microsoft's tensors are used in place
+// from the mapping, the others are repacked once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/chat/chat.h"
+#include "engine/gguf/gguf.h"
+#include "engine/kernels/ref.h"
+#include "engine/model/config.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace trinity {
+
+// A ternary linear layer in the kernels' layout; owns its bytes when repacked.
+struct TernaryWeight {
+  kernels::TernaryView view;
+  TensorType source_type = TensorType::kUnknown;
+  std::vector<uint8_t> owned_codes;
+  std::vector<float> owned_group_scales;
+};
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;      // (n_embd)
+  TernaryWeight wq, wk, wv, wo;          // (n_embd -> n_embd), (n_embd -> n_embd_kv) x2, (n_embd -> n_embd)
+  const float* attn_sub_norm = nullptr;  // (n_embd)
+  const float* ffn_norm = nullptr;       // (n_embd)
+  TernaryWeight w_gate, w_up;            // (n_embd -> n_ff)
+  const float* ffn_sub_norm = nullptr;   // (n_ff)
+  TernaryWeight w_down;                  // (n_ff -> n_embd)
+};
+
+class Model {
+ public:
+  // Throws trinity::Error (naming the file and what is wrong) for anything it cannot load.
+  static std::unique_ptr<Model> Load(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const gguf::File& file() const { return *file_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  const kernels::DenseView& token_embd() const { return token_embd_; }
+  const kernels::DenseView& lm_head() const { return lm_head_; }  // == token_embd when tied
+  const float* output_norm() const { return output_norm_; }
+  ChatFormat chat_format() const { return chat_format_; }
+
+  // Bytes the weights occupy as read per generated token (ternary + norms + LM head; the embedding
+  // row read is negligible unless untied).
+  uint64_t WeightBytesPerToken() const;
+  // Human-readable tensor-type histogram, e.g. "I2_S x210, F32 x121, F16 x1".
+  std::string TensorTypeSummary() const;
+
+ private:
+  Model() = default;
+  void LoadConfig();
+  void LoadWeights();
+  TernaryWeight LoadTernary(const std::string& name, int64_t n_in, int64_t n_out);
+  const float* LoadNorm(const std::string& name, int64_t n);
+  kernels::DenseView LoadDense(const std::string& name, int64_t n_in, int64_t n_rows);
+
+  std::unique_ptr<gguf::File> file_;
+  ModelConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<LayerWeights> layers_;
+  kernels::DenseView token_embd_;
+  kernels::DenseView lm_head_;
+  const float* output_norm_ = nullptr;
+  ChatFormat chat_format_ = ChatFormat::kRaw;
+  std::vector<std::vector<float>> owned_floats_;  // norms converted from F16/BF16
+};
+
+}  // namespace trinity
