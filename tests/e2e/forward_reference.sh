@@ -49,6 +49,29 @@ for fmt in i2_s tq2_0 tq1_0 f16; do
   "$PY" $REF/make_hf_checkpoint.py "$WORK/hf-$fmt" --shape tiny --seed 3 --gguf "$WORK/tiny-$fmt.gguf" --gguf-type $fmt > /dev/null
   check "tiny-$fmt" "$WORK/tiny-$fmt.gguf" 128256
 done
+# TQ2_0 whose blocks carry different scales (every other block's f16 d doubled, by adding one
+# to its exponent): the engine must keep per-block scales instead of one per tensor.
+cp "$WORK/tiny-tq2_0.gguf" "$WORK/tiny-tq2-mixed.gguf"
+"$PY" - "$WORK/tiny-tq2-mixed.gguf" <<'PYEOF'
+import sys
+sys.path.insert(0, "tools/reference")
+import gguf_py
+path = sys.argv[1]
+f = gguf_py.GGUFFile(path)
+patches = []
+for name in ("blk.0.ffn_up.weight", "blk.2.attn_q.weight"):
+    t = f.tensors[name]
+    start = f.data_offset + t.offset
+    nblocks = t.ne[0] * t.ne[1] // 256
+    patches += [start + 66 * b + 64 for b in range(0, nblocks, 2)]
+f.close()
+with open(path, "r+b") as out:
+    for pos in patches:
+        out.seek(pos); d = int.from_bytes(out.read(2), "little")
+        out.seek(pos); out.write(((d + 0x400) & 0xFFFF).to_bytes(2, "little"))
+PYEOF
+check tiny-tq2-mixed "$WORK/tiny-tq2-mixed.gguf" 128256
+
 for embd in f32 q8_0 q6_k; do
   "$PY" $REF/make_hf_checkpoint.py "$WORK/hf-e$embd" --shape tiny --seed 4 --gguf "$WORK/tiny-e$embd.gguf" --gguf-type i2_s --gguf-embd $embd > /dev/null
   check "tiny-embd-$embd" "$WORK/tiny-e$embd.gguf" 128256 loose
