@@ -225,7 +225,7 @@ def main():
                 # Shorten the schedule (never lengthen it) if the projected end is past the deadline.
                 prev = hist[-2] if len(hist) > 1 else {"step": 0, "time": 0.0}
                 per_step = (hist[-1]["time"] - prev["time"]) / max(1, step - prev["step"])
-                fit = step + int((deadline - time.time() - 60) / per_step)
+                fit = step + int(0.95 * (deadline - time.time() - 120) / per_step)
                 if fit < a.steps:
                     log(f"schedule shortened: steps {a.steps} -> {fit} to end by the deadline")
                     a.steps = max(step + 1, fit)
