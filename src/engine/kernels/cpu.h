@@ -1,0 +1,73 @@
+// Fast CPU kernels behind one runtime dispatch.
+//
+// Three instruction-set paths implement the same table of functions:
+//   kRef    — the scalar reference kernels of ref.h (portable; the oracle),
+//   kAvx2   — AVX2 + FMA + F16C (vpmaddubsw for the int8 dot products),
+//   kAvx512 — AVX-512 F/BW/VL + VNNI (vpdpbusd) + F16C.
+// The caller picks a table once (GetCpuKernels(ActiveCpuPath())) at the top of the call tree and
+// calls through it; below that, each path is plain static code for one instruction set. The
+// environment variable TRINITY_CPU=ref|avx2|avx512 forces a lower path (never a higher one than
+// the machine runs); tests force every path the machine supports.
+//
+// Ternary weights stay in the I2_S layout (ref.h): its 32-byte blocks already hold four runs of
+// 32 consecutive values in the four 2-bit planes, so one 32-byte load unpacks into 128 codes in
+// activation order with shifts/masks; no repacked copy is needed (memory stays at the file size).
+// Integer accumulation is exact: every path returns bit-identical results to the reference for
+// TernaryGemv/TernaryGemm/QuantizeActivations; dense and attention kernels differ from the
+// reference only by float summation order.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/kernels/ref.h"
+
+namespace trinity::kernels {
+
+enum class CpuPath { kRef = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* CpuPathName(CpuPath path);
+// "ref" | "avx2" | "avx512" -> path; throws trinity::Error otherwise.
+CpuPath ParseCpuPath(const std::string& name);
+// The best path this machine runs (cpuid + OS register-state check).
+CpuPath DetectCpuPath();
+bool CpuPathSupported(CpuPath path);
+// DetectCpuPath(), lowered by $TRINITY_CPU when set; computed once per process.
+CpuPath ActiveCpuPath();
+
+struct CpuKernels {
+  CpuPath path = CpuPath::kRef;
+
+  // QuantizeActivations (ref.h) that also returns sum(q) in *q_sum (the I2_S codes are value+1,
+  // so sum((c-1)*q) = sum(c*q) - sum(q)).
+  float (*quantize)(const float* x, int64_t n, int8_t* q, int32_t* q_sum) = nullptr;
+
+  // TernaryMatVec (ref.h), rows [row_begin, row_end), one token: q_sum = sum of q's n_in values.
+  void (*ternary_gemv)(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale, float* y,
+                       int64_t row_begin, int64_t row_end) = nullptr;
+
+  // n_tok tokens at once (prefill): token t's activations are q + t*q_stride with sum q_sums[t]
+  // and scale act_scales[t]; y[t*y_stride + r] for rows [row_begin, row_end). Equal, value for
+  // value, to n_tok TernaryMatVec calls; the weights are unpacked once per block of tokens.
+  void (*ternary_gemm)(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
+                       const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
+                       int64_t row_end) = nullptr;
+
+  // DenseMatVec (ref.h); F16 and F32 vectorised, other types through the reference.
+  void (*dense_gemv)(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) = nullptr;
+
+  // Attention (ref.h) for heads [head_begin, head_end) of one query position.
+  void (*attention)(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
+                    int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
+                    int64_t head_end) = nullptr;
+};
+
+// The table of one path; throws trinity::Error when the machine cannot run it.
+const CpuKernels& GetCpuKernels(CpuPath path);
+
+// Per-path tables (defined in cpu_ref.cc, cpu_avx2.cc, cpu_avx512.cc).
+const CpuKernels& RefKernels();
+const CpuKernels& Avx2Kernels();
+const CpuKernels& Avx512Kernels();
+
+}  // namespace trinity::kernels

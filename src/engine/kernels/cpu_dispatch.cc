@@ -1,0 +1,122 @@
+// Runtime dispatch: cpuid once, the reference table, and the $TRINITY_CPU override.
+#include <cstdlib>
+
+#include "engine/common/error.h"
+#include "engine/kernels/cpu.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define TRINITY_X86 1
+#endif
+
+namespace trinity::kernels {
+
+namespace {
+
+#ifdef TRINITY_X86
+uint64_t Xgetbv() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+#endif
+
+CpuPath Detect() {
+#ifdef TRINITY_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return CpuPath::kRef;
+  const bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29);
+  if (!osxsave) return CpuPath::kRef;
+  const uint64_t xcr0 = Xgetbv();
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;     // SSE + AVX state saved by the OS
+  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16_ZMM
+  if (__get_cpuid_max(0, nullptr) < 7) return CpuPath::kRef;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30),
+             avx512vl = b & (1u << 31), vnni = c & (1u << 11);
+  if (ymm_state && zmm_state && avx2 && fma && f16c && avx512f && avx512bw && avx512vl && vnni) return CpuPath::kAvx512;
+  if (ymm_state && avx2 && fma && f16c) return CpuPath::kAvx2;
+#endif
+  return CpuPath::kRef;
+}
+
+float RefQuantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
+  const float a = QuantizeActivations(x, n, q);
+  int32_t s = 0;
+  for (int64_t i = 0; i < n; ++i) s += q[i];
+  *q_sum = s;
+  return a;
+}
+
+void RefGemv(const TernaryView& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin,
+             int64_t row_end) {
+  TernaryMatVec(w, q, act_scale, y, row_begin, row_end);
+}
+
+void RefGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t*, const float* act_scales,
+             int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  for (int64_t t = 0; t < n_tok; ++t) TernaryMatVec(w, q + t * q_stride, act_scales[t], y + t * y_stride, row_begin, row_end);
+}
+
+}  // namespace
+
+const char* CpuPathName(CpuPath path) {
+  switch (path) {
+    case CpuPath::kRef: return "ref";
+    case CpuPath::kAvx2: return "avx2";
+    case CpuPath::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+CpuPath ParseCpuPath(const std::string& name) {
+  if (name == "ref") return CpuPath::kRef;
+  if (name == "avx2") return CpuPath::kAvx2;
+  if (name == "avx512") return CpuPath::kAvx512;
+  Fail("unknown CPU path \"{}\": expected ref, avx2 or avx512", name);
+}
+
+CpuPath DetectCpuPath() {
+  static const CpuPath detected = Detect();
+  return detected;
+}
+
+bool CpuPathSupported(CpuPath path) { return static_cast<int>(path) <= static_cast<int>(DetectCpuPath()); }
+
+CpuPath ActiveCpuPath() {
+  static const CpuPath active = [] {
+    CpuPath best = DetectCpuPath();
+    if (const char* env = std::getenv("TRINITY_CPU"); env != nullptr && *env != '\0') {
+      const CpuPath forced = ParseCpuPath(env);
+      if (static_cast<int>(forced) < static_cast<int>(best)) best = forced;
+    }
+    return best;
+  }();
+  return active;
+}
+
+const CpuKernels& RefKernels() {
+  static const CpuKernels table = [] {
+    CpuKernels k;
+    k.path = CpuPath::kRef;
+    k.quantize = RefQuantize;
+    k.ternary_gemv = RefGemv;
+    k.ternary_gemm = RefGemm;
+    k.dense_gemv = DenseMatVec;
+    k.attention = Attention;
+    return k;
+  }();
+  return table;
+}
+
+const CpuKernels& GetCpuKernels(CpuPath path) {
+  if (!CpuPathSupported(path)) Fail("this CPU cannot run the {} kernels (best: {})", CpuPathName(path), CpuPathName(DetectCpuPath()));
+  switch (path) {
+    case CpuPath::kAvx512: return Avx512Kernels();
+    case CpuPath::kAvx2: return Avx2Kernels();
+    case CpuPath::kRef: break;
+  }
+  return RefKernels();
+}
+
+}  // namespace trinity::kernels

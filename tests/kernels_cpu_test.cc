@@ -1,0 +1,254 @@
+// Every CPU kernel path this machine runs (forced through GetCpuKernels) against the scalar
+// reference of ref.h, on random inputs of many shapes, odd sizes and misaligned pointers.
+// Integer paths (quantisation, ternary GEMV/GEMM) must be bit-identical; float paths (dense GEMV,
+// attention) within a tolerance relative to the magnitude of the sum.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/common/error.h"
+#include "engine/common/fp16.h"
+#include "engine/kernels/cpu.h"
+#include "engine/kernels/ref.h"
+
+namespace trinity::kernels {
+namespace {
+
+std::vector<CpuPath> Paths() {
+  std::vector<CpuPath> paths;
+  for (CpuPath p : {CpuPath::kRef, CpuPath::kAvx2, CpuPath::kAvx512})
+    if (CpuPathSupported(p)) paths.push_back(p);
+  return paths;
+}
+
+class CpuKernelsTest : public ::testing::TestWithParam<CpuPath> {
+ protected:
+  const CpuKernels& k() const { return GetCpuKernels(GetParam()); }
+  std::mt19937 rng_{1234};
+};
+
+std::string PathParamName(const ::testing::TestParamInfo<CpuPath>& info) { return CpuPathName(info.param); }
+
+TEST(CpuDispatchTest, ParsesAndDetects) {
+  EXPECT_EQ(ParseCpuPath("ref"), CpuPath::kRef);
+  EXPECT_EQ(ParseCpuPath("avx2"), CpuPath::kAvx2);
+  EXPECT_EQ(ParseCpuPath("avx512"), CpuPath::kAvx512);
+  EXPECT_THROW(ParseCpuPath("amx"), Error);
+  EXPECT_LE(static_cast<int>(ActiveCpuPath()), static_cast<int>(DetectCpuPath()));
+  EXPECT_TRUE(CpuPathSupported(CpuPath::kRef));
+  EXPECT_EQ(GetCpuKernels(CpuPath::kRef).path, CpuPath::kRef);
+  std::printf("detected CPU path: %s, active: %s\n", CpuPathName(DetectCpuPath()), CpuPathName(ActiveCpuPath()));
+}
+
+TEST_P(CpuKernelsTest, QuantizeIsBitIdentical) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t n : {1, 2, 7, 15, 16, 17, 31, 33, 64, 100, 128, 255, 2560, 6912}) {
+    for (int offset : {0, 1, 3}) {
+      for (float magnitude : {1e-7f, 1.0f, 300.0f}) {
+        std::vector<float> xs(static_cast<size_t>(n + offset));
+        for (float& v : xs) v = normal(rng_) * magnitude;
+        if (n > 3) xs[offset + 2] = 0.5f / (127.0f / 1.0f);  // exercise rounding ties rarely; harmless
+        const float* x = xs.data() + offset;
+        std::vector<int8_t> want(n), got_buf(n + 5);
+        int8_t* got = got_buf.data() + offset;
+        const float a_want = QuantizeActivations(x, n, want.data());
+        int32_t sum = 0;
+        const float a_got = k().quantize(x, n, got, &sum);
+        ASSERT_EQ(a_want, a_got) << "n=" << n;
+        ASSERT_EQ(0, std::memcmp(want.data(), got, n)) << "n=" << n << " offset=" << offset;
+        int32_t want_sum = 0;
+        for (int8_t v : want) want_sum += v;
+        ASSERT_EQ(want_sum, sum);
+      }
+    }
+  }
+}
+
+TEST_P(CpuKernelsTest, QuantizeRoundsHalfToEven) {
+  // max|x| = 127 -> a = 1: x = 0.5, 1.5, 2.5, -0.5, -2.5 round to 0, 2, 2, 0, -2.
+  std::vector<float> x = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, -127.0f, 3.5f, 0, 0, 0, 0, 0, 0, 0, 0, 4.5f};
+  std::vector<int8_t> want(x.size()), got(x.size());
+  QuantizeActivations(x.data(), static_cast<int64_t>(x.size()), want.data());
+  int32_t sum;
+  k().quantize(x.data(), static_cast<int64_t>(x.size()), got.data(), &sum);
+  EXPECT_EQ(want, got);
+  EXPECT_EQ(got[1], 0);
+  EXPECT_EQ(got[3], 2);
+  EXPECT_EQ(got[16], 4);
+}
+
+struct TernaryCase {
+  std::vector<uint8_t> codes_buf;
+  std::vector<float> group_scales;
+  TernaryView view;
+};
+
+TernaryCase MakeTernary(std::mt19937& rng, int64_t n_in, int64_t n_out, int offset, bool groups) {
+  TernaryCase c;
+  c.codes_buf.resize(static_cast<size_t>(n_in * n_out / 4 + offset));
+  std::uniform_int_distribution<int> byte(0, 255), code(0, 2);
+  // Mostly valid codes {0,1,2}; some bytes fully random (code 3 included: the reference reads it
+  // as +2 and every path must agree).
+  for (size_t i = 0; i < c.codes_buf.size(); ++i) {
+    c.codes_buf[i] = i % 7 == 0 ? static_cast<uint8_t>(byte(rng))
+                                : static_cast<uint8_t>(code(rng) << 6 | code(rng) << 4 | code(rng) << 2 | code(rng));
+  }
+  c.view.codes = c.codes_buf.data() + offset;
+  c.view.n_in = n_in;
+  c.view.n_out = n_out;
+  c.view.scale = 0.37f;
+  if (groups) {
+    std::uniform_real_distribution<float> s(0.1f, 2.0f);
+    c.group_scales.resize(static_cast<size_t>(n_in * n_out / 128));
+    for (float& g : c.group_scales) g = s(rng);
+    c.view.group_scales = c.group_scales.data();
+  }
+  return c;
+}
+
+std::vector<int8_t> RandomQ(std::mt19937& rng, size_t n, bool extremes) {
+  std::uniform_int_distribution<int> d(-128, 127);
+  std::vector<int8_t> q(n);
+  for (size_t i = 0; i < n; ++i) q[i] = extremes ? (i % 2 ? -128 : 127) : static_cast<int8_t>(d(rng));
+  return q;
+}
+
+TEST_P(CpuKernelsTest, TernaryGemvIsBitIdentical) {
+  for (int64_t n_in : {128, 256, 384, 640, 2560, 6912}) {
+    for (int64_t n_out : {1, 3, 4, 5, 17, 64}) {
+      for (int offset : {0, 1}) {
+        for (bool groups : {false, true}) {
+          for (bool extremes : {false, true}) {
+            TernaryCase w = MakeTernary(rng_, n_in, n_out, offset, groups);
+            std::vector<int8_t> q_buf = RandomQ(rng_, static_cast<size_t>(n_in + 3), extremes);
+            const int8_t* q = q_buf.data() + 3 * offset;
+            int32_t q_sum = 0;
+            for (int64_t i = 0; i < n_in; ++i) q_sum += q[i];
+            const float act_scale = 3.1f;
+            // A sub-range of rows (as a thread gets) and the whole matrix.
+            for (auto [b, e] : {std::pair<int64_t, int64_t>{0, n_out}, {n_out / 3, n_out - n_out / 4}}) {
+              std::vector<float> want(n_out, -1.0f), got(n_out, -1.0f);
+              TernaryMatVec(w.view, q, act_scale, want.data(), b, e);
+              k().ternary_gemv(w.view, q, q_sum, act_scale, got.data(), b, e);
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4))
+                  << "n_in=" << n_in << " n_out=" << n_out << " rows " << b << ".." << e << " groups=" << groups;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CpuKernelsTest, TernaryGemmIsBitIdentical) {
+  for (int64_t n_in : {128, 384, 2560}) {
+    for (int64_t n_out : {1, 5, 16, 19}) {
+      for (int64_t n_tok : {1, 2, 3, 4, 5, 8, 33, 37}) {
+        for (bool groups : {false, true}) {
+          TernaryCase w = MakeTernary(rng_, n_in, n_out, static_cast<int>(n_tok % 2), groups);
+          const int64_t q_stride = n_in + 5;  // a row stride that misaligns every other token
+          std::vector<int8_t> q = RandomQ(rng_, static_cast<size_t>(q_stride * n_tok), false);
+          std::vector<int32_t> sums(n_tok);
+          std::vector<float> scales(n_tok);
+          for (int64_t t = 0; t < n_tok; ++t) {
+            sums[t] = 0;
+            for (int64_t i = 0; i < n_in; ++i) sums[t] += q[t * q_stride + i];
+            scales[t] = 0.5f + static_cast<float>(t);
+          }
+          const int64_t y_stride = n_out + 2;
+          std::vector<float> want(y_stride * n_tok, -1.0f), got(y_stride * n_tok, -1.0f);
+          const int64_t b = n_out > 4 ? 1 : 0, e = n_out;
+          for (int64_t t = 0; t < n_tok; ++t)
+            TernaryMatVec(w.view, q.data() + t * q_stride, scales[t], want.data() + t * y_stride, b, e);
+          k().ternary_gemm(w.view, q.data(), q_stride, sums.data(), scales.data(), n_tok, got.data(), y_stride, b, e);
+          ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4))
+              << "n_in=" << n_in << " n_out=" << n_out << " n_tok=" << n_tok << " groups=" << groups;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CpuKernelsTest, DenseGemvMatchesReference) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (TensorType type : {TensorType::kF16, TensorType::kF32, TensorType::kQ8_0}) {
+    for (int64_t n_in : {32, 64, 96, 256, 2560}) {
+      if (type != TensorType::kQ8_0) {
+        // odd widths only for the vectorised types (Q8_0 rows are whole 32-blocks)
+      }
+      for (int64_t n_rows : {1, 3, 4, 9, 33}) {
+        const uint64_t row_bytes = type == TensorType::kF16   ? 2 * n_in
+                                   : type == TensorType::kF32 ? 4 * n_in
+                                                              : n_in / 32 * 34;
+        std::vector<uint8_t> data(row_bytes * n_rows + 3);
+        uint8_t* base = data.data() + 1;  // misaligned rows
+        for (int64_t r = 0; r < n_rows; ++r) {
+          for (int64_t c = 0; c < n_in; ++c) {
+            const float v = normal(rng_);
+            uint8_t* row = base + r * row_bytes;
+            if (type == TensorType::kF16) {
+              const uint16_t h = Fp32ToFp16(v);
+              std::memcpy(row + 2 * c, &h, 2);
+            } else if (type == TensorType::kF32) {
+              std::memcpy(row + 4 * c, &v, 4);
+            } else if (c % 32 == 0) {
+              const uint16_t d = Fp32ToFp16(0.02f);
+              std::memcpy(row + c / 32 * 34, &d, 2);
+              for (int i = 0; i < 32; ++i) row[c / 32 * 34 + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(normal(rng_) * 40));
+            }
+          }
+        }
+        DenseView w{type, base, n_in, n_rows, row_bytes};
+        std::vector<float> x(n_in);
+        for (float& v : x) v = normal(rng_);
+        std::vector<float> want(n_rows), got(n_rows);
+        DenseMatVec(w, x.data(), want.data(), 0, n_rows);
+        k().dense_gemv(w, x.data(), got.data(), 0, n_rows);
+        for (int64_t r = 0; r < n_rows; ++r) {
+          std::vector<float> row(n_in);
+          DenseRow(w, r, row.data());
+          double mag = 0;
+          for (int64_t c = 0; c < n_in; ++c) mag += std::fabs(row[c] * x[c]);
+          ASSERT_NEAR(want[r], got[r], 1e-5 * mag + 1e-6) << Traits(type).name << " n_in=" << n_in << " row " << r;
+        }
+      }
+    }
+  }
+  // Odd widths for F16/F32 (not multiples of 8 or 16).
+  for (int64_t n_in : {1, 7, 17, 45}) {
+    std::vector<uint16_t> h(n_in * 5);
+    for (auto& v : h) v = Fp32ToFp16(normal(rng_));
+    DenseView w{TensorType::kF16, reinterpret_cast<const uint8_t*>(h.data()), n_in, 5, static_cast<uint64_t>(2 * n_in)};
+    std::vector<float> x(n_in), want(5), got(5);
+    for (float& v : x) v = normal(rng_);
+    DenseMatVec(w, x.data(), want.data(), 0, 5);
+    k().dense_gemv(w, x.data(), got.data(), 0, 5);
+    for (int r = 0; r < 5; ++r) ASSERT_NEAR(want[r], got[r], 1e-4) << "n_in=" << n_in;
+  }
+}
+
+TEST_P(CpuKernelsTest, AttentionMatchesReference) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t head_dim : {8, 20, 64, 128}) {
+    for (int64_t n_kv : {1, 2, 17, 100}) {
+      const int64_t n_head = 4, n_head_kv = 2;
+      std::vector<float> q(n_head * head_dim), k_cache(n_kv * n_head_kv * head_dim), v_cache(k_cache.size());
+      for (float& v : q) v = normal(rng_);
+      for (float& v : k_cache) v = normal(rng_);
+      for (float& v : v_cache) v = normal(rng_);
+      std::vector<float> want(q.size()), got(q.size()), scratch(n_kv);
+      Attention(q.data(), k_cache.data(), v_cache.data(), n_kv, n_head, n_head_kv, head_dim, want.data(), scratch.data(), 0, n_head);
+      k().attention(q.data(), k_cache.data(), v_cache.data(), n_kv, n_head, n_head_kv, head_dim, got.data(), scratch.data(), 1,
+                    n_head);
+      for (int64_t i = head_dim; i < n_head * head_dim; ++i) ASSERT_NEAR(want[i], got[i], 1e-5) << "head_dim=" << head_dim << " n_kv=" << n_kv;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, CpuKernelsTest, ::testing::ValuesIn(Paths()), PathParamName);
+
+}  // namespace
+}  // namespace trinity::kernels
