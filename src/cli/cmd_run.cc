@@ -74,9 +74,13 @@ void RegisterRun(CLI::App& app) {
   cmd->add_flag("--json", f->json, "print one JSON result (text, token ids, statistics) instead of streaming");
   cmd->add_option("--prompt-tokens", f->prompt_tokens, "prompt as token ids (comma separated) instead of -p")
       ->delimiter(',');
-  cmd->callback([f] {
+  auto task = std::make_shared<TaskRunFlags>();
+  AddTaskFlags(*cmd, *task);
+  cmd->callback([f, task, cmd] {
     ParseLogitBias(*f);
     Validate(f->sampling);
+    const std::optional<int32_t> n = cmd->count("--n-predict") > 0 ? std::optional(f->n_predict) : std::nullopt;
+    if (RunTaskIfRequested(*task, {f->model, f->prompt, f->threads, f->n_ctx, n, f->sampling, f->json})) return;
     const auto model = LoadModel(f->model);
     const Tokenizer& tokenizer = model->tokenizer();
     std::vector<int32_t> prompt;

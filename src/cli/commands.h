@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/model/model.h"
@@ -19,6 +20,24 @@ void RegisterChat(CLI::App& app);
 void RegisterLogits(CLI::App& app);
 void RegisterSynth(CLI::App& app);
 void RegisterConvert(CLI::App& app);
+void RegisterBench(CLI::App& app);  // cmd_node.cc
+
+// `trinity run --task TYPE INPUT` (cmd_node.cc): the run command's flags for task requests.
+struct TaskRunFlags {
+  std::string task, input, tasks_config, prompt_mode = "auto";
+  bool free_text = false;
+};
+void AddTaskFlags(CLI::App& cmd, TaskRunFlags& flags);
+struct TaskRunArgs {  // what `run` already parsed
+  std::string model, prompt;
+  int threads = 0;
+  int64_t n_ctx = 0;
+  std::optional<int32_t> max_tokens;  // -n when given, else the task's limit
+  SamplingParams sampling;
+  bool json = false;
+};
+// Answers the task request when --task was given and returns true; false for a plain run.
+bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args);
 
 // The model path for -m: the flag, else $TRINITY_MODEL, else the built-in model.
 std::string ResolveModelPath(const std::string& flag);

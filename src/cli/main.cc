@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   trinity::cli::RegisterLogits(app);
   trinity::cli::RegisterSynth(app);
   trinity::cli::RegisterConvert(app);
+  trinity::cli::RegisterBench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,465 @@
+// trinity run --task TYPE INPUT: one task request through the node.
+// trinity bench: the seed report's multi-task benchmark (three tables, or JSON), the node's
+// overhead against the bare engine (--overhead), and llama-bench-style engine figures (--engine).
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "engine/common/error.h"
+#include "engine/model/generate.h"
+#include "node/engine_bench.h"
+#include "node/node.h"
+#include "node/plot.h"
+#include "node/stats.h"
+#include "node/suite.h"
+
+namespace trinity::cli {
+
+namespace {
+
+using node::Node;
+using node::NodeOptions;
+using node::StatsSummary;
+using node::TaskRegistry;
+using node::TaskRequest;
+using node::TaskResult;
+
+std::string Dump(const nlohmann::json& j) {
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+TaskRegistry LoadTasks(const std::string& config) {
+  TaskRegistry tasks = TaskRegistry::Builtin();
+  if (!config.empty()) tasks.LoadFile(config);
+  return tasks;
+}
+
+// ---- table formatting ----------------------------------------------------------------------
+
+// 58027.4 -> "58,027"
+std::string Grouped(double value) {
+  const long long n = std::llround(value);
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+// One line, at most `max_chars` characters (UTF-8 aware), '|' escaped for Markdown.
+std::string Cell(std::string_view text, size_t max_chars) {
+  std::string out;
+  size_t chars = 0;
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+    if (chars == max_chars) {
+      out += "...";
+      break;
+    }
+    if (c == '\n' || c == '\r' || c == '\t') {
+      out += ' ';
+    } else if (c == '|') {
+      out += "\\|";
+    } else {
+      out.append(text.substr(i, len));
+    }
+    i += len;
+    ++chars;
+  }
+  return out;
+}
+
+// A Markdown table (the seed report's format): columns right-aligned where `right` says so.
+std::string Table(const std::vector<std::string>& header, const std::vector<bool>& right,
+                  const std::vector<std::vector<std::string>>& rows) {
+  std::string out = "|";
+  for (const std::string& h : header) out += " " + h + " |";
+  out += "\n|";
+  for (size_t i = 0; i < header.size(); ++i) out += right[i] ? "---:|" : "---|";
+  out += "\n";
+  for (const auto& row : rows) {
+    out += "|";
+    for (const std::string& cell : row) out += " " + cell + " |";
+    out += "\n";
+  }
+  return out;
+}
+
+std::string DisplayName(const TaskRegistry& tasks, const std::string& name) {
+  const node::TaskSpec* spec = tasks.Find(name);
+  return spec != nullptr ? spec->display_name : name;
+}
+
+std::string AnswerCell(const TaskResult& r) {
+  if (r.probabilities.empty()) return Cell(r.output, 40);
+  double p = 0.0;
+  for (const auto& [label, prob] : r.probabilities) {
+    if (label == r.label) p = prob;
+  }
+  return fmt::format("{} ({:.2f})", Cell(r.label, 20), p);
+}
+
+std::string ResultsTable(const TaskRegistry& tasks, const std::vector<TaskResult>& results) {
+  std::vector<std::vector<std::string>> rows;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const TaskResult& r = results[i];
+    rows.push_back({std::to_string(i + 1), DisplayName(tasks, r.task), "\"" + Cell(r.input, 32) + "\"",
+                    AnswerCell(r), std::to_string(r.prompt_tokens), std::to_string(r.generated_tokens),
+                    Grouped(r.ttft_ms), Grouped(r.total_ms), fmt::format("{:.1f}", r.tok_per_s)});
+  }
+  return Table({"#", "Task Type", "Input (truncated)", "Output (truncated)", "Prompt", "Tokens", "TTFT (ms)",
+                "Time (ms)", "tok/s"},
+               {true, false, false, false, true, true, true, true, true}, rows);
+}
+
+std::string SummaryTable(const StatsSummary& s) {
+  std::vector<std::vector<std::string>> rows = {
+      {"Total Requests", std::to_string(s.requests)},
+      {"Total Tokens", fmt::format("{} generated ({} prompt)", s.generated_tokens, s.prompt_tokens)},
+      {"Total Time", Grouped(s.total_ms) + " ms"},
+      {"**Average Speed**", fmt::format("**{:.1f} tok/s**", s.avg_tok_per_s)},
+      {"Min Speed", fmt::format("{:.1f} tok/s", s.min_tok_per_s)},
+      {"Max Speed", fmt::format("{:.1f} tok/s", s.max_tok_per_s)},
+      {"Throughput", fmt::format("{:.1f} tokens/minute ({:.1f} tok/s)", s.tokens_per_minute, s.throughput_tok_per_s)},
+      {"TTFT p50 / p90 / p99", fmt::format("{} / {} / {} ms", Grouped(s.ttft_p50_ms), Grouped(s.ttft_p90_ms),
+                                           Grouped(s.ttft_p99_ms))},
+  };
+  return Table({"Metric", "Value"}, {false, false}, rows);
+}
+
+std::string ByTaskTable(const TaskRegistry& tasks, const std::vector<std::pair<std::string, StatsSummary>>& by_task) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [task, s] : by_task) {
+    rows.push_back({DisplayName(tasks, task), std::to_string(s.requests), std::to_string(s.generated_tokens),
+                    fmt::format("{:.1f} tok/s", s.avg_tok_per_s), Grouped(s.ttft_p50_ms), Grouped(s.avg_total_ms)});
+  }
+  return Table({"Task Type", "Requests", "Tokens", "Avg Speed", "TTFT p50 (ms)", "Avg Time (ms)"},
+               {false, true, true, true, true, true}, rows);
+}
+
+// ---- progress ------------------------------------------------------------------------------
+
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled && isatty(STDERR_FILENO) == 1) {}
+  void Show(size_t done, size_t total, std::string_view what) {
+    if (!enabled_) return;
+    std::fprintf(stderr, "\r\033[K[%zu/%zu] %s", done, total, Cell(what, 60).c_str());
+    std::fflush(stderr);
+  }
+  void Done() {
+    if (enabled_) std::fprintf(stderr, "\r\033[K");
+  }
+
+ private:
+  bool enabled_;
+};
+
+// ---- bench ---------------------------------------------------------------------------------
+
+struct BenchFlags {
+  std::string model, suite, plot, tasks_config, prompt_mode = "auto";
+  int threads = 0;
+  int64_t n_ctx = 0;
+  int repeat = 1;
+  int32_t max_tokens = 0;
+  bool json = false, free_text = false, no_progress = false, overhead = false;
+  // --engine
+  bool engine = false;
+  int64_t n_prompt = 512, n_gen = 128;
+  int repetitions = 1;
+  int64_t bandwidth_mib = 512;
+  SamplingParams sampling;
+};
+
+NodeOptions MakeNodeOptions(const BenchFlags& f) {
+  NodeOptions options;
+  options.context = ContextOptions{f.n_ctx, f.threads};
+  options.prompt_mode = node::ParsePromptMode(f.prompt_mode);
+  options.free_text = f.free_text;
+  options.sampling = f.sampling;
+  return options;
+}
+
+node::Suite LoadBenchSuite(const BenchFlags& f, const TaskRegistry& tasks) {
+  node::Suite suite = node::LoadSuite(f.suite.empty() ? node::DefaultSuitePath() : f.suite, &tasks);
+  if (f.max_tokens > 0) {
+    for (TaskRequest& r : suite.requests) r.max_tokens = f.max_tokens;
+  }
+  return suite;
+}
+
+std::string Header(const Model& model, Node& node, const BenchFlags& f, const node::Suite& suite) {
+  return fmt::format("model: {} ({}) | threads: {} | context: {} | prompts: {} | answers: {} | suite: {} x{}\n",
+                     model.config().name, ResolveModelPath(f.model), node.context().pool().n_threads(),
+                     node.context().n_ctx(), node.uses_chat() ? "chat template" : "raw template",
+                     f.free_text ? "free text (seed)" : "labels", suite.name.empty() ? f.suite : suite.name, f.repeat);
+}
+
+void RunSuiteBench(const BenchFlags& f) {
+  const TaskRegistry tasks = LoadTasks(f.tasks_config);
+  const node::Suite suite = LoadBenchSuite(f, tasks);
+  const auto model = LoadModel(f.model);
+  Node node(*model, tasks, MakeNodeOptions(f));
+  node::Stats stats;
+  Progress progress(!f.no_progress);
+  const size_t total = suite.requests.size() * static_cast<size_t>(f.repeat);
+  for (int rep = 0; rep < f.repeat; ++rep) {
+    for (const TaskRequest& request : suite.requests) {
+      progress.Show(stats.results().size() + 1, total, request.task + ": " + request.input);
+      stats.Add(node.Process(request));
+    }
+  }
+  progress.Done();
+  std::vector<std::pair<std::string, StatsSummary>> by_task = stats.ByTask();
+  if (!f.plot.empty()) {
+    std::vector<std::pair<std::string, StatsSummary>> named;
+    for (const auto& [task, s] : by_task) named.emplace_back(DisplayName(tasks, task), s);
+    std::ofstream out(f.plot, std::ios::binary);
+    out << node::ByTaskChartSvg(named, fmt::format("trinity bench: {}, {} requests", model->config().name,
+                                                   stats.results().size()));
+    if (!out) Fail("cannot write {}", f.plot);
+  }
+  if (f.json) {
+    nlohmann::json j = stats.ToJson();
+    j["model"] = model->config().name;
+    j["threads"] = node.context().pool().n_threads();
+    j["prompt_mode"] = node.uses_chat() ? "chat" : "raw";
+    j["free_text"] = f.free_text;
+    std::printf("%s\n", Dump(j).c_str());
+    return;
+  }
+  std::printf("%s\n", Header(*model, node, f, suite).c_str());
+  std::printf("### Individual Results\n\n%s\n", ResultsTable(tasks, stats.results()).c_str());
+  std::printf("### Summary Statistics\n\n%s\n", SummaryTable(stats.Summary()).c_str());
+  std::printf("### By Task Type\n\n%s", ByTaskTable(tasks, by_task).c_str());
+  std::printf(
+      "\ntok/s: generated tokens over the time after the prefill (label answers: label tokens scored); "
+      "throughput: generated tokens over total time.\n");
+  if (!f.plot.empty()) std::printf("chart: %s\n", f.plot.c_str());
+}
+
+// The node against the engine alone, on the same prompts, the same context and the same sampler
+// seed (so both generate the same tokens): wall time around Generate() with the prompt already
+// tokenized, against wall time around Node::Process() from text (template, tokenization, result
+// building included). Label and first-word answers are switched to free text so both sides do
+// the same generation. Runs alternate which side goes first to cancel drift.
+void RunOverheadBench(BenchFlags f) {
+  f.free_text = true;
+  const TaskRegistry tasks = LoadTasks(f.tasks_config);
+  const node::Suite suite = LoadBenchSuite(f, tasks);
+  const auto model = LoadModel(f.model);
+  Node node(*model, tasks, MakeNodeOptions(f));
+  struct Side {
+    int64_t generated = 0;
+    double wall_ms = 0.0, generate_ms = 0.0;
+  } engine_side, node_side;
+  Progress progress(!f.no_progress);
+  const size_t total = suite.requests.size() * static_cast<size_t>(f.repeat);
+  size_t done = 0;
+  using Clock = std::chrono::steady_clock;
+  for (int rep = 0; rep < f.repeat; ++rep) {
+    for (size_t i = 0; i < suite.requests.size(); ++i) {
+      const TaskRequest& request = suite.requests[i];
+      progress.Show(++done, total, request.task + ": " + request.input);
+      const node::TaskSpec& spec = tasks.Get(request.task);
+      const std::vector<int32_t> prompt = node.PromptTokens(node.PromptText(spec, request.input));
+      GenerateOptions options;
+      options.max_tokens = request.max_tokens.value_or(spec.default_max_tokens);
+      options.stop = spec.stop;
+      auto run_engine = [&] {
+        Context& context = node.context();
+        context.Reset();
+        Sampler sampler(f.sampling);
+        const auto start = Clock::now();
+        const GenerateResult g = Generate(context, sampler, prompt, options);
+        engine_side.wall_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        engine_side.generated += g.n_generated();
+        engine_side.generate_ms += g.generate_ms;
+      };
+      auto run_node = [&] {
+        const auto start = Clock::now();
+        const TaskResult r = node.Process(request);
+        node_side.wall_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        node_side.generated += r.generated_tokens;
+        node_side.generate_ms += r.tok_per_s > 0 ? r.generated_tokens * 1000.0 / r.tok_per_s : 0.0;
+      };
+      if ((rep + i) % 2 == 0) {
+        run_engine();
+        run_node();
+      } else {
+        run_node();
+        run_engine();
+      }
+    }
+  }
+  progress.Done();
+  auto per_s = [](int64_t n, double ms) { return ms > 0.0 ? static_cast<double>(n) * 1000.0 / ms : 0.0; };
+  const double engine_tps = per_s(engine_side.generated, engine_side.wall_ms);
+  const double node_tps = per_s(node_side.generated, node_side.wall_ms);
+  const double ratio = engine_tps > 0.0 ? node_tps / engine_tps : 0.0;
+  auto side_json = [&](const Side& s) {
+    return nlohmann::json{{"generated_tokens", s.generated},
+                          {"wall_ms", s.wall_ms},
+                          {"tok_per_s", per_s(s.generated, s.wall_ms)},
+                          {"decode_tok_per_s", per_s(s.generated, s.generate_ms)}};
+  };
+  if (f.json) {
+    const nlohmann::json j = {{"engine", side_json(engine_side)},
+                              {"node", side_json(node_side)},
+                              {"ratio", ratio},
+                              {"overhead_pct", (1.0 - ratio) * 100.0},
+                              {"requests", done},
+                              {"threads", node.context().pool().n_threads()}};
+    std::printf("%s\n", Dump(j).c_str());
+    return;
+  }
+  std::printf("model: %s | threads: %d | %zu requests (suite x%d), free-text generation on both sides\n\n",
+              model->config().name.c_str(), node.context().pool().n_threads(), done, f.repeat);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [name, s] : {std::pair{"engine alone (Generate)", engine_side}, std::pair{"node (Process)", node_side}}) {
+    rows.push_back({name, std::to_string(s.generated), Grouped(s.wall_ms), fmt::format("{:.2f}", per_s(s.generated, s.wall_ms)),
+                    fmt::format("{:.2f}", per_s(s.generated, s.generate_ms))});
+  }
+  std::printf("%s", Table({"Path", "Tokens", "Wall (ms)", "tok/s (end to end)", "tok/s (decode)"},
+                          {false, true, true, true, true}, rows)
+                        .c_str());
+  std::printf("\nnode / engine: %.4f (overhead %.2f%%)\n", ratio, (1.0 - ratio) * 100.0);
+}
+
+void RunEngineBenchCommand(const BenchFlags& f) {
+  const auto model = LoadModel(f.model);
+  node::EngineBenchOptions options;
+  options.n_prompt = f.n_prompt;
+  options.n_gen = f.n_gen;
+  options.threads = f.threads;
+  options.repetitions = f.repetitions;
+  options.bandwidth_bytes = f.bandwidth_mib << 20;
+  const node::EngineBenchResult r = node::RunEngineBench(*model, options);
+  if (f.json) {
+    const nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
+                              {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
+                              {"roofline_pct", r.roofline_pct}, {"threads", r.threads}};
+    std::printf("%s\n", Dump(j).c_str());
+    return;
+  }
+  const double mib = static_cast<double>(r.bytes_per_token) / (1 << 20);
+  std::vector<std::vector<std::string>> rows;
+  const std::string name = model->config().name.empty() ? "model" : model->config().name;
+  if (f.n_prompt > 0) {
+    rows.push_back({name, fmt::format("{:.2f} MiB", mib), "CPU", std::to_string(r.threads),
+                    fmt::format("pp{}", f.n_prompt), fmt::format("{:.2f}", r.pp_tok_per_s)});
+  }
+  if (f.n_gen > 0) {
+    rows.push_back({name, fmt::format("{:.2f} MiB", mib), "CPU", std::to_string(r.threads),
+                    fmt::format("tg{}", f.n_gen), fmt::format("{:.2f}", r.tg_tok_per_s)});
+  }
+  std::printf("%s", Table({"model", "weights/token", "backend", "threads", "test", "t/s"},
+                          {false, true, false, true, false, true}, rows)
+                        .c_str());
+  const double ceiling = r.bytes_per_token > 0 ? r.read_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
+  std::printf("\nbytes read per token: %s (%.2f MiB)\n", Grouped(static_cast<double>(r.bytes_per_token)).c_str(), mib);
+  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
+              static_cast<long long>(f.bandwidth_mib));
+  std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+}
+
+}  // namespace
+
+// ---- trinity run --task ----------------------------------------------------------------------
+
+void AddTaskFlags(CLI::App& cmd, TaskRunFlags& flags) {
+  cmd.add_option("--task", flags.task, "answer a task request (generation, qa, sentiment, topic, summarize, ...)");
+  cmd.add_option("input", flags.input, "the task's input text (with --task)");
+  cmd.add_option("--tasks-config", flags.tasks_config, "JSON file declaring more task types");
+  cmd.add_flag("--free-text", flags.free_text, "label/one-word tasks generate free text like the seed's node");
+  cmd.add_option("--prompt-mode", flags.prompt_mode, "auto (chat template when the model has one), chat or raw")
+      ->capture_default_str();
+}
+
+bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args) {
+  if (flags.task.empty()) {
+    if (!flags.input.empty()) Fail("INPUT is read with --task only (use -p PROMPT for plain generation)");
+    return false;
+  }
+  if (!flags.input.empty() && !args.prompt.empty()) Fail("give the input once: INPUT or -p");
+  TaskRegistry tasks = LoadTasks(flags.tasks_config);
+  tasks.Get(flags.task);  // unknown task: fail before loading the model
+  TaskRequest request;
+  request.task = flags.task;
+  request.input = flags.input.empty() ? args.prompt : flags.input;
+  request.max_tokens = args.max_tokens;
+  request.sampling = args.sampling;
+  const auto model = LoadModel(args.model);
+  NodeOptions options;
+  options.context = ContextOptions{args.n_ctx, args.threads};
+  options.prompt_mode = node::ParsePromptMode(flags.prompt_mode);
+  options.free_text = flags.free_text;
+  Node node(*model, std::move(tasks), options);
+  const TaskResult r = node.Process(request);
+  if (args.json) {
+    std::printf("%s\n", node::ToJson(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return true;
+  }
+  std::printf("%s\n", r.output.c_str());
+  if (!r.probabilities.empty()) {
+    std::string line;
+    for (const auto& [label, p] : r.probabilities) line += fmt::format("{}{} {:.3f}", line.empty() ? "" : " | ", label, p);
+    std::fprintf(stderr, "[%s]\n", line.c_str());
+  }
+  std::fprintf(stderr, "[%s | prompt: %lld tokens (%s) | generated: %lld tokens, %.2f tok/s | ttft %.1f ms | total %.1f ms | finish: %s]\n",
+               r.task.c_str(), static_cast<long long>(r.prompt_tokens), node.uses_chat() ? "chat" : "raw",
+               static_cast<long long>(r.generated_tokens), r.tok_per_s, r.ttft_ms, r.total_ms, r.finish_reason.c_str());
+  return true;
+}
+
+// ---- trinity bench -------------------------------------------------------------------------
+
+void RegisterBench(CLI::App& app) {
+  auto f = std::make_shared<BenchFlags>();
+  auto* cmd = app.add_subcommand(
+      "bench", "Multi-task benchmark (the seed's 10 requests by default), node overhead, or engine figures");
+  cmd->add_option("-m,--model", f->model, "GGUF model file (default: $TRINITY_MODEL or the built-in model)");
+  cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
+  cmd->add_option("-c,--ctx", f->n_ctx, "context size (0 = the model's, at most 4096)");
+  cmd->add_flag("--json", f->json, "print one JSON document instead of tables");
+  cmd->add_option("--suite", f->suite, "benchmark suite (JSON; default: data/bench/seed_suite.json)");
+  cmd->add_option("--repeat", f->repeat, "run the suite N times")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--max-tokens", f->max_tokens, "override every request's token limit");
+  cmd->add_option("--plot", f->plot, "write an SVG chart of tok/s and time to first token by task");
+  cmd->add_option("--tasks-config", f->tasks_config, "JSON file declaring more task types");
+  cmd->add_flag("--free-text", f->free_text, "label/one-word tasks generate free text like the seed's node");
+  cmd->add_option("--prompt-mode", f->prompt_mode, "auto (chat template when the model has one), chat or raw")
+      ->capture_default_str();
+  cmd->add_flag("--no-progress", f->no_progress, "no progress display on stderr");
+  cmd->add_flag("--overhead", f->overhead, "compare the node against the engine alone on the suite's prompts");
+  cmd->add_flag("--engine", f->engine, "llama-bench-style pp/tg tok/s, bytes per token, bandwidth, roofline");
+  cmd->add_option("-p,--n-prompt", f->n_prompt, "--engine: prompt tokens (pp)")->capture_default_str();
+  cmd->add_option("-n,--n-gen", f->n_gen, "--engine: generated tokens (tg)")->capture_default_str();
+  cmd->add_option("-r,--repetitions", f->repetitions, "--engine: repetitions averaged")->capture_default_str();
+  cmd->add_option("--bw-mib", f->bandwidth_mib, "--engine: bandwidth-benchmark buffer (MiB)")->capture_default_str();
+  AddSamplingFlags(*cmd, f->sampling);
+  cmd->callback([f] {
+    Validate(f->sampling);
+    if (f->engine && f->overhead) Fail("--engine and --overhead are separate benchmarks: give one");
+    if (f->engine) {
+      RunEngineBenchCommand(*f);
+    } else if (f->overhead) {
+      RunOverheadBench(*f);
+    } else {
+      RunSuiteBench(*f);
+    }
+  });
+}
+
+}  // namespace trinity::cli

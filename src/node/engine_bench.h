@@ -1,0 +1,36 @@
+// llama-bench-style engine figures (pp512 / tg128) set against this machine's memory roofline.
+//
+// Decoding one token reads every weight once, so tok/s can never beat
+// read_bandwidth / bytes_per_token; roofline_pct says how close the engine gets.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/model/model.h"
+
+namespace trinity::node {
+
+struct EngineBenchOptions {
+  int64_t n_prompt = 512;   // pp: tokens evaluated in one Eval
+  int64_t n_gen = 128;      // tg: tokens evaluated one at a time, from an empty context
+  int threads = 0;          // 0: one per available core
+  int repetitions = 1;      // each figure is the mean over repetitions
+  int64_t bandwidth_bytes = int64_t{512} << 20;  // read-benchmark buffer (>> last-level cache)
+};
+
+struct EngineBenchResult {
+  double pp_tok_per_s = 0.0;
+  double tg_tok_per_s = 0.0;
+  uint64_t bytes_per_token = 0;  // Model::WeightBytesPerToken()
+  double read_gbps = 0.0;        // measured memory read bandwidth, 1e9 bytes/s
+  double roofline_pct = 0.0;     // tg_tok_per_s * bytes_per_token / read bandwidth * 100
+  int threads = 0;
+};
+
+EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options);
+
+// STREAM-like read bandwidth: every thread sums its contiguous share of a `bytes` buffer; best
+// of several passes after a warm-up. Returns 1e9 bytes/s.
+double MeasureReadGbps(int threads, int64_t bytes);
+
+}  // namespace trinity::node
