@@ -114,12 +114,12 @@ def lr_at(step, a):
     return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def save_ckpt(path, model, opt, step, a, cfg, hist, sampler):
+def save_ckpt(path, model, opt, step, a, cfg, hist, sampler, elapsed=0.0):
     tmp = path + ".tmp"
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "args": vars(a), "config": cfg.to_dict(), "history": hist,
                 "sampler_rng": sampler.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state()}, tmp)
+                "torch_rng": torch.get_rng_state(), "elapsed": elapsed}, tmp)
     os.replace(tmp, path)
 
 
@@ -190,7 +190,8 @@ def main():
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed at step {step}")
 
-    t_start = time.time()
+    t_start = time.time() - (ck.get("elapsed", 0.0) if a.resume and step else 0.0)
+    mark_time, mark_step = time.time(), step   # for the deadline guard's step-time estimate
     last_ckpt = time.time()
     tok_seen = step * a.batch * a.ctx
     ema = None
@@ -223,21 +224,21 @@ def main():
                 f"tokens {tok_seen} tok/s {tok_seen / (time.time() - t_start):.0f}")
             if deadline:
                 # Shorten the schedule (never lengthen it) if the projected end is past the deadline.
-                prev = hist[-2] if len(hist) > 1 else {"step": 0, "time": 0.0}
-                per_step = (hist[-1]["time"] - prev["time"]) / max(1, step - prev["step"])
+                per_step = (time.time() - mark_time) / max(1, step - mark_step)
+                mark_time, mark_step = time.time(), step
                 fit = step + int(0.95 * (deadline - time.time() - 120) / per_step)
                 if fit < a.steps:
                     log(f"schedule shortened: steps {a.steps} -> {fit} to end by the deadline")
                     a.steps = max(step + 1, fit)
         if time.time() - last_ckpt > a.ckpt_minutes * 60:
-            save_ckpt(ckpt_path, model, opt, step, a, cfg, hist, sampler)
+            save_ckpt(ckpt_path, model, opt, step, a, cfg, hist, sampler, time.time() - t_start)
             last_ckpt = time.time()
             log(f"checkpoint saved at step {step}")
     vl = evaluate(model, vx, vy)
     hist.append({"step": step, "train_ema": ema, "val": vl, "tokens": tok_seen,
                  "time": time.time() - t_start, "final": True})
     log(f"FINAL step {step} val_loss {vl:.4f} train_ema {ema:.4f} tokens {tok_seen}")
-    save_ckpt(ckpt_path, model, opt, step, a, cfg, hist, sampler)
+    save_ckpt(ckpt_path, model, opt, step, a, cfg, hist, sampler, time.time() - t_start)
     with open(os.path.join(a.out_dir, "DONE"), "w") as f:
         json.dump(hist[-1], f)
 
