@@ -146,6 +146,9 @@ def main():
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--deadline", default="", help="UTC 'HH:MM' today: stop (and save) by then")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--shorten", default="",
+                    help="replay schedule changes made by the deadline guard: 'STEP:NEWSTEPS,...' "
+                         "(the guard logs each one), for a bit-exact rerun without --deadline")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -195,7 +198,13 @@ def main():
     last_ckpt = time.time()
     tok_seen = step * a.batch * a.ctx
     ema = None
-    while step < a.steps:
+    shorten = {int(k): int(v) for k, v in (x.split(":") for x in a.shorten.split(",") if x)}
+    while True:
+        if step in shorten:
+            a.steps = shorten[step]
+            log(f"schedule shortened (replayed): steps -> {a.steps}")
+        if step >= a.steps:
+            break
         if deadline and time.time() > deadline:
             log("deadline reached: stopping early")
             break
@@ -228,8 +237,9 @@ def main():
                 mark_time, mark_step = time.time(), step
                 fit = step + int(0.95 * (deadline - time.time() - 120) / per_step)
                 if fit < a.steps:
-                    log(f"schedule shortened: steps {a.steps} -> {fit} to end by the deadline")
                     a.steps = max(step + 1, fit)
+                    log(f"schedule shortened: steps -> {a.steps} at step {step} to end by the deadline "
+                        f"(replay with --shorten {step}:{a.steps})")
         if time.time() - last_ckpt > a.ckpt_minutes * 60:
             save_ckpt(ckpt_path, model, opt, step, a, cfg, hist, sampler, time.time() - t_start)
             last_ckpt = time.time()
