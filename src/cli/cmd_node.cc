@@ -184,7 +184,8 @@ struct BenchFlags {
 
 NodeOptions MakeNodeOptions(const BenchFlags& f) {
   NodeOptions options;
-  options.context = ContextOptions{f.n_ctx, f.threads};
+  options.context.n_ctx = f.n_ctx;
+  options.context.n_threads = f.threads;
   options.prompt_mode = node::ParsePromptMode(f.prompt_mode);
   options.free_text = f.free_text;
   options.sampling = f.sampling;
@@ -402,7 +403,8 @@ bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args) {
   request.sampling = args.sampling;
   const auto model = LoadModel(args.model);
   NodeOptions options;
-  options.context = ContextOptions{args.n_ctx, args.threads};
+  options.context.n_ctx = args.n_ctx;
+  options.context.n_threads = args.threads;
   options.prompt_mode = node::ParsePromptMode(flags.prompt_mode);
   options.free_text = flags.free_text;
   Node node(*model, std::move(tasks), options);

@@ -72,7 +72,10 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   if (options.n_prompt == 0 && options.n_gen == 0) Fail("nothing to measure: -p and -n are both 0");
   if (options.repetitions < 1) Fail("repetitions must be at least 1");
   const int64_t n_ctx = std::max<int64_t>(std::max(options.n_prompt, options.n_gen), 1);
-  Context context(model, ContextOptions{n_ctx, options.threads});
+  ContextOptions context_options;
+  context_options.n_ctx = n_ctx;
+  context_options.n_threads = options.threads;
+  Context context(model, context_options);
   const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
 
   EngineBenchResult result;

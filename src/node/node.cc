@@ -58,9 +58,11 @@ PromptMode ParsePromptMode(std::string_view name) {
 
 std::string FirstWord(std::string_view text, bool* complete) {
   size_t begin = 0;
-  while (begin < text.size() && !IsWordByte(static_cast<unsigned char>(text[begin]))) ++begin;
   // A leading '-' or '\'' is markup ("- Bitcoin", "'Paris'"), not part of the word.
-  while (begin < text.size() && (text[begin] == '-' || text[begin] == '\'')) ++begin;
+  while (begin < text.size() && (!IsWordByte(static_cast<unsigned char>(text[begin])) || text[begin] == '-' ||
+                                 text[begin] == '\'')) {
+    ++begin;
+  }
   size_t end = begin;
   while (end < text.size() && IsWordByte(static_cast<unsigned char>(text[end]))) ++end;
   if (complete != nullptr) *complete = end > begin && end < text.size();
