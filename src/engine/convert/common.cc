@@ -87,22 +87,6 @@ std::vector<uint8_t> EncodeDense(const float* x, uint64_t n_cols, uint64_t n_row
   }
 }
 
-float TernarizeDense(const float* w, uint64_t n, int8_t* codes) {
-  float level = 0.0f;
-  bool ternary = true;
-  for (uint64_t i = 0; i < n && ternary; ++i) {
-    const float a = std::fabs(w[i]);
-    if (a == 0.0f) continue;
-    if (level == 0.0f) level = a;
-    ternary = a == level && std::isfinite(a);
-  }
-  if (ternary && level != 0.0f) {
-    for (uint64_t i = 0; i < n; ++i) codes[i] = w[i] > 0.0f ? 1 : (w[i] < 0.0f ? -1 : 0);
-    return level;
-  }
-  return quant::TernarizeAbsMean(w, n, codes);
-}
-
 std::vector<uint64_t> BlockTensorShape(std::string_view s, const Hparams& hp) {
   const uint64_t n_embd = hp.n_embd;
   const uint64_t n_embd_kv = static_cast<uint64_t>(hp.n_embd / hp.n_head) * hp.n_head_kv;

@@ -58,11 +58,6 @@ std::optional<uint32_t> EmbeddingTypeId(std::string_view embedding_type);
 std::vector<uint8_t> EncodeDense(const float* x, uint64_t n_cols, uint64_t n_rows, uint32_t type_id,
                                  std::string_view what);
 
-// Ternarises dense weights. Already-ternary values (every non-zero |w| equal: a dequantised
-// ternary tensor such as llama.cpp's F16 BitNet output) keep that value as the scale, so the
-// conversion is exact; otherwise master weights follow the training rule s = mean|W|.
-float TernarizeDense(const float* w, uint64_t n, int8_t* codes);
-
 // Per-block tensor names, in the order written (block-local suffixes, without "blk.N.").
 struct BlockTensor {
   const char* gguf;      // e.g. "attn_q"

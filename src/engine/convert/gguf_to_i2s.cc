@@ -148,7 +148,7 @@ std::vector<uint8_t> ConvertLinear(const gguf::File& f, const gguf::TensorInfo& 
     case TensorType::kF16:
     case TensorType::kBF16: {
       const std::vector<float> v = Dequantize(f, t);
-      scale = internal::TernarizeDense(v.data(), n, codes.data());
+      scale = quant::TernarizeDense(v.data(), n, codes.data());
       break;
     }
     default:

@@ -305,7 +305,7 @@ Ternary LoadLinear(const SafetensorsSet& st, const std::string& hf, uint64_t out
     t.scale = *stored_scale;
     return t;
   }
-  t.scale = internal::TernarizeDense(values.data(), values.size(), t.codes.data());
+  t.scale = quant::TernarizeDense(values.data(), values.size(), t.codes.data());
   return t;
 }
 
