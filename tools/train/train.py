@@ -111,9 +111,10 @@ def lr_at(step, a):
     if a.restart_at and step >= a.restart_at:
         # Warm restart (second cosine cycle) for continued training from a finished run.
         k = step - a.restart_at
-        if k < a.warmup:
-            return a.restart_lr * (k + 1) / a.warmup
-        p = min(1.0, (k - a.warmup) / max(1, a.steps - a.restart_at - a.warmup))
+        wu = a.restart_warmup
+        if k < wu:
+            return a.restart_lr * (k + 1) / wu
+        p = min(1.0, (k - wu) / max(1, a.steps - a.restart_at - wu))
         return a.restart_lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
     if step < a.warmup:
         return a.lr * (step + 1) / a.warmup
@@ -156,6 +157,7 @@ def main():
     ap.add_argument("--restart-at", type=int, default=0,
                     help="with --resume: start a second warmup+cosine cycle at this step, up to --steps")
     ap.add_argument("--restart-lr", type=float, default=1e-3)
+    ap.add_argument("--restart-warmup", type=int, default=30)
     ap.add_argument("--shorten", default="",
                     help="replay schedule changes made by the deadline guard: 'STEP:NEWSTEPS,...' "
                          "(the guard logs each one), for a bit-exact rerun without --deadline")
