@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   trinity::cli::RegisterLogits(app);
   trinity::cli::RegisterSynth(app);
   trinity::cli::RegisterConvert(app);
+  trinity::cli::RegisterPull(app);
+  trinity::cli::RegisterModels(app);
   trinity::cli::RegisterBench(app);
   try {
     app.parse(argc, argv);
