@@ -49,7 +49,8 @@ TEST(NodeTask, SeedTemplatesAndLimits) {
 }
 
 TEST(NodeTask, FillTemplateReplacesEveryPlaceholderAndNothingElse) {
-  TaskSpec spec{"t", "", "A {input} B {input} {inpu}", 5};
+  TaskSpec spec;
+  spec.prompt_template = "A {input} B {input} {inpu}";
   EXPECT_EQ(FillTemplate(spec, "{input}x"), "A {input}x B {input}x {inpu}");
 }
 

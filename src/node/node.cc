@@ -130,8 +130,9 @@ TaskResult Node::Process(const TaskRequest& request) {
   }
 
   TaskResult result;
+  double engine_ms = 0.0;
   if (spec.answer == AnswerKind::kLabel && !options_.free_text) {
-    result = ScoreLabels(spec, prompt_text, prompt);
+    result = ScoreLabels(spec, prompt_text, prompt, engine_ms);
   } else {
     const bool first_word = spec.answer == AnswerKind::kFirstWord && !options_.free_text;
     GenerateOptions generate;
@@ -153,6 +154,7 @@ TaskResult Node::Process(const TaskRequest& request) {
     context_.Reset();
     const double before_ms = MsSince(start);
     const GenerateResult g = Generate(context_, sampler, prompt, generate);
+    engine_ms = g.total_ms;
     result.prompt_ms = g.prompt_ms;
     result.ttft_ms = before_ms + g.ttft_ms;
     result.generated_tokens = g.n_generated();
@@ -169,6 +171,7 @@ TaskResult Node::Process(const TaskRequest& request) {
   result.input = request.input;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   result.total_ms = MsSince(start);
+  result.node_ms = std::max(0.0, result.total_ms - engine_ms);
   if (spec.answer == AnswerKind::kLabel && !options_.free_text) result.ttft_ms = result.total_ms;
   return result;
 }
@@ -181,7 +184,7 @@ TaskResult Node::Process(const TaskRequest& request) {
 // from it: Truncate back to the prefix, evaluate the label's tokens. A label's log-likelihood is
 // log sum over its forms of P(form | prefix); softmax over labels gives the probabilities.
 TaskResult Node::ScoreLabels(const TaskSpec& spec, const std::string& prompt_text,
-                             const std::vector<int32_t>& prompt) {
+                             const std::vector<int32_t>& prompt, double& engine_ms) {
   const std::string separator = !prompt_text.empty() && IsSpace(prompt_text.back()) ? "" : " ";
   struct Form {
     size_t label;
@@ -217,6 +220,7 @@ TaskResult Node::ScoreLabels(const TaskSpec& spec, const std::string& prompt_tex
   const std::span<const float> last = context_.Eval(std::span<const int32_t>(prompt.data(), prefix));
   logits_.assign(last.begin(), last.end());
   result.prompt_ms = MsSince(start);
+  engine_ms = result.prompt_ms;
 
   const size_t n_vocab = logits_.size();
   std::vector<std::vector<double>> form_scores(spec.labels.size());
@@ -226,7 +230,9 @@ TaskResult Node::ScoreLabels(const TaskSpec& spec, const std::string& prompt_tex
     const std::span<const int32_t> tail(f.tokens.data() + prefix, f.tokens.size() - prefix);
     double log_likelihood = LogSoftmaxAt(logits_, tail[0]);
     if (tail.size() > 1) {
+      const auto eval_start = Clock::now();
       context_.Eval(tail.first(tail.size() - 1), &all_logits_);
+      engine_ms += MsSince(eval_start);
       for (size_t j = 1; j < tail.size(); ++j) {
         log_likelihood += LogSoftmaxAt(std::span<const float>(all_logits_.data() + (j - 1) * n_vocab, n_vocab), tail[j]);
       }

@@ -38,6 +38,9 @@ struct TaskResult {
   double ttft_ms = 0.0;    // request start to first token (label tasks: to the answer)
   double total_ms = 0.0;   // request start to end, prompt building included
   double tok_per_s = 0.0;  // generated_tokens over the time after the prefill (llama.cpp's predicted/s)
+  // Time spent outside the engine (templating, tokenizing, label arithmetic, result building):
+  // the node's own cost, total_ms minus the time inside Generate()/Context::Eval().
+  double node_ms = 0.0;
   std::string finish_reason;  // "stop" | "length"
 };
 
@@ -75,8 +78,9 @@ class Node {
   Context& context() { return context_; }
 
  private:
-  TaskResult ScoreLabels(const TaskSpec& spec, const std::string& prompt_text,
-                         const std::vector<int32_t>& prompt);
+  // Sets every field but task, input, prompt_tokens, total_ms; `engine_ms` gets the time in Eval.
+  TaskResult ScoreLabels(const TaskSpec& spec, const std::string& prompt_text, const std::vector<int32_t>& prompt,
+                         double& engine_ms);
 
   const Model& model_;
   TaskRegistry tasks_;

@@ -69,6 +69,7 @@ nlohmann::json ToJson(const TaskResult& r) {
                       {"ttft_ms", r.ttft_ms},
                       {"total_ms", r.total_ms},
                       {"tok_per_s", r.tok_per_s},
+                      {"node_ms", r.node_ms},
                       {"finish_reason", r.finish_reason}};
   if (!r.label.empty()) j["label"] = r.label;
   if (!r.probabilities.empty()) {
