@@ -42,19 +42,17 @@ def load(path, tokenizer=None):
 
 
 @torch.no_grad()
-def perplexity(model, tok, text, batch=8):
+def perplexity(model, tok, text):
     ids = tok.encode(text)
     n = len(ids)
     T = model.c.context_length
     chunks = [ids[i:i + T] for i in range(0, n, T)]
     total = 0.0
-    for b in range(0, len(chunks), batch):
-        group = chunks[b:b + batch]
-        for c in group:  # one chunk per forward pass: no padding effects at all
-            x = torch.tensor([[tok.bos_id] + c[:-1]])
-            y = torch.tensor([c])
-            _, l = model(x, y, reduction="sum")
-            total += float(l)
+    for c in chunks:  # one chunk per forward pass (fresh context, no padding)
+        x = torch.tensor([[tok.bos_id] + c[:-1]])
+        y = torch.tensor([c])
+        _, l = model(x, y, reduction="sum")  # float64 log-softmax of the f32 logits
+        total += float(l)
     nll = total / n
     return {"tokens": n, "nll": nll, "ppl": math.exp(nll), "chunks": len(chunks), "n_ctx": T}
 

@@ -90,9 +90,11 @@ def export(ckpt_path, tok_path, out_path, name="trinity-tiny"):
     w.add("tokenizer.ggml.eot_token_id", gguf.UINT32, tok.eot_id)
     w.add("general.quantization_version", gguf.UINT32, 2)
     hp = {k: args[k] for k in ("dim", "layers", "heads", "kv_heads", "ffn", "ctx", "batch", "steps",
-                               "warmup", "lr", "min_lr_frac", "wd", "threads") if k in args}
+                               "warmup", "lr", "min_lr_frac", "wd", "threads", "restart_at", "restart_lr",
+                               "restart_warmup", "shorten") if k in args}
     hp.update({"optimizer": "AdamW(0.9,0.95,eps=1e-8), wd on linear weights only, grad clip 1.0",
-               "schedule": "linear warmup then cosine to lr*min_lr_frac",
+               "schedule": "linear warmup then cosine to lr*min_lr_frac; with restart_at, a second "
+                           "warmup (restart_warmup) + cosine cycle from restart_lr up to steps",
                "steps_done": ck["step"], "tokens_seen": ck["step"] * args.get("batch", 0) * args.get("ctx", 0),
                "file_weights": __import__("data").FILE_WEIGHTS})
     w.add("trinity.train.seed", gguf.UINT32, int(args.get("seed", 0)))
