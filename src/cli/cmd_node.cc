@@ -302,11 +302,15 @@ void RunOverheadBench(BenchFlags f) {
     double node_own = 0;  // fastest node_ms: the node's own work, outside the engine
     int64_t engine_tokens = 0, node_tokens = 0;
     auto run_engine = [&](int rep) {
-      const auto start = Clock::now();  // a caller of the engine also builds a sampler per request
-      Context& context = node.context();
-      context.Reset();
-      Sampler sampler(f.sampling);
-      const GenerateResult g = Generate(context, sampler, prompt, options);
+      // A caller of the engine builds (and frees) a sampler per request too.
+      const auto start = Clock::now();
+      GenerateResult g;
+      {
+        Context& context = node.context();
+        context.Reset();
+        Sampler sampler(f.sampling);
+        g = Generate(context, sampler, prompt, options);
+      }
       const double ms = ms_since(start);
       engine_sum += ms;
       if (rep == 0 || ms < engine_best) {

@@ -13,15 +13,19 @@ namespace trinity::node {
 namespace {
 
 // The seed report's tasks, templates and limits, verbatim (trinity_node_scale_report.md).
-// Sentiment answers with a label; topic with one word; the others with text.
-const TaskSpec kBuiltinTasks[] = {
+// Sentiment answers with a label; topic with one word; the others with text. (A function-local
+// static, so a registry built during static initialisation elsewhere still sees it.)
+const std::vector<TaskSpec>& BuiltinTasks() {
+  static const std::vector<TaskSpec> tasks = {
     {"generation", "Generation", "Continue this text:\n{input}\n\nContinuation:", 100, {}, {}, AnswerKind::kGenerate},
     {"qa", "QA", "Answer concisely:\n{input}\n\nAnswer:", 50, {}, {}, AnswerKind::kGenerate},
     {"sentiment", "Sentiment", "Analyze sentiment (positive/negative/neutral):\n{input}\n\nSentiment:", 20, {},
      {"positive", "negative", "neutral"}, AnswerKind::kLabel},
     {"topic", "Topic", "Main topic in one word:\n{input}\n\nTopic:", 10, {}, {}, AnswerKind::kFirstWord},
     {"summarize", "Summarize", "Summarize in one sentence:\n{input}\n\nSummary:", 50, {}, {}, AnswerKind::kGenerate},
-};
+  };
+  return tasks;
+}
 
 constexpr std::string_view kPlaceholder = "{input}";
 constexpr int32_t kMaxTokensLimit = 1 << 20;
@@ -77,7 +81,7 @@ std::string FillTemplate(const TaskSpec& spec, std::string_view input) {
 
 TaskRegistry TaskRegistry::Builtin() {
   TaskRegistry registry;
-  for (const TaskSpec& spec : kBuiltinTasks) registry.Add(spec);
+  for (const TaskSpec& spec : BuiltinTasks()) registry.Add(spec);
   return registry;
 }
 
