@@ -16,9 +16,11 @@ int main(int argc, char** argv) {
   trinity::cli::RegisterLogits(app);
   trinity::cli::RegisterSynth(app);
   trinity::cli::RegisterConvert(app);
+  trinity::cli::RegisterPerplexity(app);
   trinity::cli::RegisterPull(app);
   trinity::cli::RegisterModels(app);
   trinity::cli::RegisterBench(app);
+  trinity::cli::RegisterServe(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
