@@ -22,11 +22,11 @@ void RegisterLogits(CLI::App& app) {
   cmd->add_option("--tokens", f->tokens, "token ids, comma separated")->delimiter(',')->required();
   cmd->add_option("-o,--output", f->out, "output file")->required();
   cmd->add_flag("--reference", f->reference,
-                "use the plain reference forward pass (today the only CPU path, so the default too)");
+                "use the plain reference forward pass (scalar kernels, one token at a time) instead of the fast path");
   cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
   cmd->callback([f] {
     const auto model = LoadModel(f->model);
-    Context context(*model, ContextOptions{static_cast<int64_t>(f->tokens.size()) + 1, f->threads});
+    Context context(*model, ContextOptions{static_cast<int64_t>(f->tokens.size()) + 1, f->threads, f->reference});
     std::vector<float> logits;
     context.Eval(f->tokens, &logits);
     std::ofstream out(f->out, std::ios::binary);

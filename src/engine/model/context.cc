@@ -10,6 +10,15 @@
 //     m   = ffn_norm(x)
 //     x  += Wdown ffn_sub_norm(act(Wgate m) * (Wup m))    act = relu^2 (or SiLU)
 //   logits = lm_head . output_norm(x)
+//
+// Two paths compute it. EvalToken is the reference: scalar kernels, one token at a time. EvalBatch
+// is the fast path: the kernel table picked once at construction (kernels/cpu.h), a batch of up to
+// kMaxBatch prompt tokens per weight pass (ternary GEMM, weights unpacked once per block of
+// tokens), decode as a batch of one (ternary GEMV), per-token work (residual add, norm,
+// activation quantisation) fused into one pass per token, RoPE angles computed once per batch
+// rather than per layer, and the LM head only for the tokens whose logits are asked for. Integer
+// matmuls are bit-identical to the reference; the LM head and attention sum floats in another
+// order, so logits agree to within rounding (see tests/engine_fast_path_test.cc).
 #include "engine/model/context.h"
 
 #include <algorithm>
@@ -24,7 +33,8 @@ Context::Context(const Model& model, ContextOptions options)
     : model_(model),
       config_(model.config()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
-      pool_(options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads()) {
+      pool_(options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads()),
+      kernels_(options.reference ? &kernels::RefKernels() : &kernels::GetCpuKernels(options.cpu_path.value_or(kernels::ActiveCpuPath()))) {
   if (n_ctx_ <= 0 || n_ctx_ > (int64_t{1} << 20)) Fail("context size {} is out of range", n_ctx_);
   const ModelConfig& c = config_;
   const size_t kv = static_cast<size_t>(c.n_layer * n_ctx_ * c.n_embd_kv());
@@ -41,6 +51,27 @@ Context::Context(const Model& model, ContextOptions options)
   act_q_.resize(wide);
   scores_.resize(static_cast<size_t>(c.n_head * n_ctx_));
   logits_.resize(c.n_vocab);
+  if (options.reference) {
+    reference_ = true;
+    return;
+  }
+  const size_t b = static_cast<size_t>(kMaxBatch);
+  xb_.resize(b * c.n_embd);
+  xnb_.resize(b * wide);
+  qb_.resize(b * wide + 64);  // + 64: kernels may read a full vector past an odd-sized row
+  act_scales_.resize(b);
+  act_sums_.resize(b);
+  qh_.resize(b * c.n_embd);
+  attb_.resize(b * c.n_embd);
+  tmpb_.resize(b * c.n_embd);
+  gateb_.resize(b * c.n_ff);
+  upb_.resize(b * c.n_ff);
+  rope_cs_.resize(b * c.n_rot);
+  rope_freq_.resize(static_cast<size_t>(c.n_rot / 2));
+  for (int64_t i = 0; i < c.n_rot / 2; ++i) {
+    // As kernels::RopeNeox: theta^(-2i/n_rot) in double.
+    rope_freq_[i] = std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.n_rot));
+  }
 }
 
 void Context::Truncate(int64_t n) {
@@ -64,6 +95,15 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
     if (t < 0 || t >= config_.n_vocab) Fail("token id {} is out of range [0, {})", t, config_.n_vocab);
   }
   if (all_logits) all_logits->resize(tokens.size() * static_cast<size_t>(config_.n_vocab));
+  if (!reference_) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    for (int64_t i = 0; i < n; i += kMaxBatch) {
+      const int64_t nb = std::min(kMaxBatch, n - i);
+      EvalBatch(tokens.data() + i, nb, n_past_, all_logits ? all_logits->data() + i * config_.n_vocab : nullptr);
+      n_past_ += nb;
+    }
+    return logits_;
+  }
   for (size_t i = 0; i < tokens.size(); ++i) {
     EvalToken(tokens[i], n_past_);
     ++n_past_;
@@ -136,6 +176,126 @@ void Context::EvalToken(int32_t token, int64_t pos) {
   pool_.ParallelFor(c.n_vocab, [&](int64_t begin, int64_t end) {
     kernels::DenseMatVec(model_.lm_head(), xn_.data(), logits_.data(), begin, end);
   }, 256);
+}
+
+
+// Fast path. Buffers are [n][width] row-major, one row per token of the batch.
+void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* all_logits) {
+  const ModelConfig& c = config_;
+  const kernels::CpuKernels& k = *kernels_;
+  const int64_t n_embd = c.n_embd, n_ff = c.n_ff, n_kv = c.n_embd_kv();
+  const int64_t wide = std::max(n_embd, n_ff);
+  const int64_t half = c.n_rot / 2;
+
+  for (int64_t t = 0; t < n; ++t) kernels::DenseRow(model_.token_embd(), tokens[t], xb_.data() + t * n_embd);
+  // RoPE angles of the batch's positions, once for all layers (same double math as RopeNeox).
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(pos + t) * rope_freq_[i];
+      rope_cs_[t * c.n_rot + 2 * i] = static_cast<float>(std::cos(angle));
+      rope_cs_[t * c.n_rot + 2 * i + 1] = static_cast<float>(std::sin(angle));
+    }
+  }
+  auto rope = [&](float* v, int64_t n_head, int64_t t) {
+    const float* cs = rope_cs_.data() + t * c.n_rot;
+    for (int64_t h = 0; h < n_head; ++h) {
+      float* head = v + h * c.head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x0 = head[i], x1 = head[i + half];
+        head[i] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
+        head[i + half] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
+      }
+    }
+  };
+  // Per token t in [b, e): in = rms_norm(src_t) * weight, quantised into qb_ row t.
+  auto norm_quant = [&](const float* src, int64_t width, const float* weight, int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* xn = xnb_.data() + t * wide;
+      kernels::RmsNorm(src + t * width, weight, width, c.rms_eps, xn);
+      act_scales_[t] = k.quantize(xn, width, qb_.data() + t * wide, &act_sums_[t]);
+    }
+  };
+  // y (n rows of y_stride) = W x for all n tokens, rows split over the threads.
+  auto gemm = [&](const TernaryWeight& w, float* y, int64_t y_stride, int64_t b, int64_t e) {
+    k.ternary_gemm(w.view, qb_.data(), wide, act_sums_.data(), act_scales_.data(), n, y, y_stride, b, e);
+  };
+
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    const LayerWeights& l = model_.layers()[static_cast<size_t>(il)];
+    float* k_cache = k_cache_.data() + il * n_ctx_ * n_kv;  // (n_ctx, n_kv)
+    float* v_cache = v_cache_.data() + il * n_ctx_ * n_kv;
+
+    // Attention block. q, k and v share one activation quantisation; k and v land in the cache.
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e) { norm_quant(xb_.data(), n_embd, l.attn_norm, b, e); });
+    pool_.ParallelFor(n_embd + 2 * n_kv, [&](int64_t begin, int64_t end) {
+      auto run = [&](const TernaryWeight& w, float* y, int64_t y_stride, int64_t offset) {
+        const int64_t b = std::clamp(begin - offset, int64_t{0}, w.view.n_out);
+        const int64_t e = std::clamp(end - offset, int64_t{0}, w.view.n_out);
+        if (b < e) gemm(w, y, y_stride, b, e);
+      };
+      run(l.wq, qh_.data(), n_embd, 0);
+      run(l.wk, k_cache + pos * n_kv, n_kv, n_embd);
+      run(l.wv, v_cache + pos * n_kv, n_kv, n_embd + n_kv);
+    }, 16);
+    for (int64_t t = 0; t < n; ++t) {
+      rope(qh_.data() + t * n_embd, c.n_head, t);
+      rope(k_cache + (pos + t) * n_kv, c.n_head_kv, t);
+    }
+    // Causal: token t sees positions 0 .. pos+t. Heads split over the threads; each head's
+    // scores row (n_ctx floats of scores_) is reused by the batch's tokens in turn.
+    pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
+      for (int64_t t = 0; t < n; ++t) {
+        k.attention(qh_.data() + t * n_embd, k_cache, v_cache, pos + t + 1, c.n_head, c.n_head_kv, c.head_dim,
+                    attb_.data() + t * n_embd, scores_.data() + begin * n_ctx_, begin, end);
+      }
+    });
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e) { norm_quant(attb_.data(), n_embd, l.attn_sub_norm, b, e); });
+    pool_.ParallelFor(n_embd, [&](int64_t b, int64_t e) { gemm(l.wo, tmpb_.data(), n_embd, b, e); }, 16);
+
+    // Feed-forward block; the residual add is fused into the ffn_norm pass.
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* x = xb_.data() + t * n_embd;
+        const float* d = tmpb_.data() + t * n_embd;
+        for (int64_t i = 0; i < n_embd; ++i) x[i] += d[i];
+      }
+      norm_quant(xb_.data(), n_embd, l.ffn_norm, b, e);
+    });
+    pool_.ParallelFor(2 * n_ff, [&](int64_t begin, int64_t end) {
+      const int64_t gb = std::min(begin, n_ff), ge = std::min(end, n_ff);
+      if (gb < ge) gemm(l.w_gate, gateb_.data(), n_ff, gb, ge);
+      const int64_t ub = std::max(begin, n_ff) - n_ff, ue = std::max(end, n_ff) - n_ff;
+      if (ub < ue) gemm(l.w_up, upb_.data(), n_ff, ub, ue);
+    }, 16);
+    // act(gate) * up, ffn_sub_norm and quantisation in one pass per token.
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* g = gateb_.data() + t * n_ff;
+        const float* u = upb_.data() + t * n_ff;
+        for (int64_t i = 0; i < n_ff; ++i) {
+          const float v = g[i];
+          const float a = c.activation == FfnActivation::kRelu2 ? (v > 0.0f ? v * v : 0.0f) : v / (1.0f + std::exp(-v));
+          g[i] = a * u[i];
+        }
+      }
+      norm_quant(gateb_.data(), n_ff, l.ffn_sub_norm, b, e);
+    });
+    pool_.ParallelFor(n_embd, [&](int64_t b, int64_t e) { gemm(l.w_down, tmpb_.data(), n_embd, b, e); }, 16);
+    for (int64_t t = 0; t < n; ++t) {
+      float* x = xb_.data() + t * n_embd;
+      const float* d = tmpb_.data() + t * n_embd;
+      for (int64_t i = 0; i < n_embd; ++i) x[i] += d[i];
+    }
+  }
+
+  // LM head only where logits are wanted: the last token, or all of them.
+  for (int64_t t = all_logits ? 0 : n - 1; t < n; ++t) {
+    float* xn = xnb_.data();
+    kernels::RmsNorm(xb_.data() + t * n_embd, model_.output_norm(), n_embd, c.rms_eps, xn);
+    float* out = all_logits ? all_logits + t * c.n_vocab : logits_.data();
+    pool_.ParallelFor(c.n_vocab, [&](int64_t b, int64_t e) { k.dense_gemv(model_.lm_head(), xn, out, b, e); }, 256);
+    if (all_logits && t == n - 1) std::copy(out, out + c.n_vocab, logits_.begin());
+  }
 }
 
 }  // namespace trinity

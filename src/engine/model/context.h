@@ -3,17 +3,30 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "engine/common/thread_pool.h"
+#include "engine/kernels/cpu.h"
 #include "engine/model/model.h"
 
 namespace trinity {
 
 struct ContextOptions {
+  // A constructor rather than an aggregate, so ContextOptions{n_ctx, n_threads} stays warning-free
+  // (-Wmissing-field-initializers) as fields are added.
+  ContextOptions(int64_t n_ctx_ = 0, int n_threads_ = 0, bool reference_ = false)
+      : n_ctx(n_ctx_), n_threads(n_threads_), reference(reference_) {}
+
   int64_t n_ctx = 0;    // 0: the model's training context, at most 4096
   int n_threads = 0;    // 0: one per available core
+  // The plain reference forward pass (one token at a time, scalar kernels of kernels/ref.h): the
+  // oracle. Otherwise the fast path: kernels::ActiveCpuPath() (best the CPU runs, lowered by
+  // $TRINITY_CPU), prompts evaluated in batches of up to kMaxBatch tokens.
+  bool reference = false;
+  // Forces a kernel path for the fast path (tests); unset: kernels::ActiveCpuPath().
+  std::optional<kernels::CpuPath> cpu_path;
 };
 
 class Context {
@@ -33,9 +46,18 @@ class Context {
   void Truncate(int64_t n);
   const Model& model() const { return model_; }
   ThreadPool& pool() { return pool_; }
+  // The kernel path in use ("ref" on the reference pass).
+  kernels::CpuPath cpu_path() const { return kernels_->path; }
+
+  // Prompt tokens evaluated together by the fast path: each weight matrix is streamed once per
+  // batch instead of once per token.
+  static constexpr int64_t kMaxBatch = 64;
 
  private:
-  void EvalToken(int32_t token, int64_t pos);
+  void EvalToken(int32_t token, int64_t pos);  // reference path
+  // Fast path: n <= kMaxBatch tokens at positions pos .. pos+n-1. Writes the last token's logits
+  // to logits_, and every token's to all_logits + t*n_vocab when all_logits is non-null.
+  void EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* all_logits);
   void Linear(const TernaryWeight& w, const float* x, float* y);  // y = W x with int8-quantised x
 
   const Model& model_;
@@ -50,6 +72,16 @@ class Context {
   // att (n_embd), gate/up (n_ff), act_q (max(n_embd, n_ff)) int8, scores (n_threads * n_ctx).
   std::vector<float> x_, xn_, q_, att_, tmp_, gate_, up_, scores_, logits_;
   std::vector<int8_t> act_q_;
+
+  // Fast path. Batched scratch, kMaxBatch rows each: xb_ (n_embd) residual, xnb_ (wide) normed
+  // input, qb_ (wide) int8 activations with act_scales_/act_sums_, qh_/attb_/tmpb_ (n_embd),
+  // gateb_/upb_ (n_ff); rope_cs_ (kMaxBatch, n_rot/2, {cos, sin}); rope_freq_ (n_rot/2).
+  const kernels::CpuKernels* kernels_;
+  bool reference_ = false;
+  std::vector<float> xb_, xnb_, qh_, attb_, tmpb_, gateb_, upb_, rope_cs_, act_scales_;
+  std::vector<int8_t> qb_;
+  std::vector<int32_t> act_sums_;
+  std::vector<double> rope_freq_;
 };
 
 }  // namespace trinity
