@@ -1,0 +1,91 @@
+// The scheduler: owns every piece of shared mutable state of the server — the slots (one
+// node::Node, hence one Context / KV cache, each), the bounded FIFO of waiting jobs, the
+// running/waiting counts and the drain state. HTTP handlers only Submit() jobs and wait on them.
+//
+// Slots run concurrently, one worker thread each, every slot decoding its own sequence. This is
+// not continuous batching: that needs a batched forward in the engine (one ternary matmul over the
+// current token of every active sequence, a KV cache per sequence) so that the weights are read
+// once per step for all slots; the scheduler would then step all active slots together instead.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/model/model.h"
+#include "node/node.h"
+#include "node/task.h"
+
+namespace trinity::server {
+
+using Clock = std::chrono::steady_clock;
+
+// One request's work, run on a slot. `run` must return soon after `Stopped()` turns true (it is
+// checked between decode steps); `drop` is called instead of `run` when the job's deadline passed
+// while it waited.
+struct Job {
+  std::function<void(node::Node& node, Job& job)> run;
+  std::function<void()> drop;
+  std::atomic<bool> cancelled{false};  // set by the HTTP side: the client went away
+  Clock::time_point enqueued;
+  Clock::time_point started;
+  Clock::time_point deadline = Clock::time_point::max();
+  bool TimedOut() const { return Clock::now() > deadline; }
+  bool Stopped() const { return cancelled.load() || TimedOut(); }
+};
+
+struct SchedulerOptions {
+  int n_parallel = 1;        // slots
+  size_t max_queue = 16;     // waiting jobs beyond the slots; more are refused
+  node::NodeOptions node;    // context size and threads per slot, prompt mode
+  node::TaskRegistry tasks = node::TaskRegistry::Builtin();
+};
+
+class Scheduler {
+ public:
+  enum class Admission { kAccepted, kQueueFull, kDraining };
+
+  Scheduler(const Model& model, SchedulerOptions options);
+  ~Scheduler();  // Shutdown()
+
+  Admission Submit(std::shared_ptr<Job> job);
+  // Stops accepting jobs and blocks until every queued and running job has finished.
+  void Drain();
+  // Cancels the running jobs (they stop at their next token), drops the queued ones and joins the
+  // workers. Submit() refuses everything afterwards.
+  void Shutdown();
+
+  int64_t running() const;
+  int64_t waiting() const;
+  int n_slots() const { return static_cast<int>(slots_.size()); }
+  bool draining() const;
+  const node::TaskRegistry& tasks() const { return tasks_; }
+  int64_t n_ctx() const { return n_ctx_; }
+
+ private:
+  void Work(node::Node* slot);
+
+  node::TaskRegistry tasks_;
+  size_t max_queue_;
+  int64_t n_ctx_ = 0;
+  std::vector<std::unique_ptr<node::Node>> slots_;
+  std::vector<std::thread> workers_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // a job arrived, or stopping
+  std::condition_variable idle_cv_;  // a job finished (for Drain)
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::vector<std::shared_ptr<Job>> active_;  // jobs holding a slot
+  int64_t running_ = 0;
+  bool draining_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace trinity::server
