@@ -24,6 +24,7 @@ void RegisterPerplexity(CLI::App& app);
 void RegisterPull(CLI::App& app);
 void RegisterModels(CLI::App& app);
 void RegisterBench(CLI::App& app);  // cmd_node.cc
+void RegisterServe(CLI::App& app);  // cmd_serve.cc
 
 // `trinity run --task TYPE INPUT` (cmd_node.cc): the run command's flags for task requests.
 struct TaskRunFlags {

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   trinity::cli::RegisterPull(app);
   trinity::cli::RegisterModels(app);
   trinity::cli::RegisterBench(app);
+  trinity::cli::RegisterServe(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
