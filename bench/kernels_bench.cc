@@ -1,0 +1,200 @@
+// Kernel micro-benchmarks (Google Benchmark), every CPU path this machine runs, one thread.
+//
+//   build-cpu/bench/kernels_bench [--benchmark_filter=Gemv]
+//
+// Memory-bound kernels (ternary GEMV, F16 GEMV) cycle over enough copies of the matrix to miss
+// every cache and report GB/s of weight bytes read plus pct_peak: that rate as a percentage of
+// this process's measured one-thread read bandwidth (BM_ReadBandwidth, measured once at start).
+// The compute-bound ternary GEMM (prefill) reports GMAC/s. Rates use wall time (UseRealTime):
+// the machine may be shared, and a memory-bound kernel's wall rate is what decoding sees.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/common/fp16.h"
+#include "engine/kernels/cpu.h"
+
+namespace trinity::kernels {
+namespace {
+
+constexpr size_t kColdBytes = size_t{256} << 20;  // >> any L3 this runs on
+
+uint64_t SumWords(const uint64_t* p, size_t n) {
+  uint64_t a = 0, b = 0, c = 0, d = 0;
+  for (size_t i = 0; i + 4 <= n; i += 4) a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
+  return a + b + c + d;
+}
+
+// One-thread read bandwidth (best of 5 passes over 256 MiB), GB/s.
+double PeakReadGbps() {
+  static const double gbps = [] {
+    std::vector<uint64_t> buf(kColdBytes / 8);
+    for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
+    double best = 1e30;
+    uint64_t sink = 0;
+    for (int pass = 0; pass < 5; ++pass) {
+      const auto t0 = std::chrono::steady_clock::now();
+      sink += SumWords(buf.data(), buf.size());
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    benchmark::DoNotOptimize(sink);
+    return static_cast<double>(kColdBytes) / best / 1e9;
+  }();
+  return gbps;
+}
+
+void SetBandwidth(benchmark::State& state, double bytes_per_iter) {
+  state.SetBytesProcessed(static_cast<int64_t>(bytes_per_iter * static_cast<double>(state.iterations())));
+  state.counters["GBps"] = benchmark::Counter(bytes_per_iter * static_cast<double>(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+  // pct_peak is filled relative to the measured one-thread read bandwidth.
+  state.counters["pct_peak"] = benchmark::Counter(
+      bytes_per_iter * static_cast<double>(state.iterations()) / 1e9 / PeakReadGbps() * 100.0, benchmark::Counter::kIsRate);
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  std::vector<uint64_t> buf(kColdBytes / 8, 1);
+  for (auto _ : state) benchmark::DoNotOptimize(SumWords(buf.data(), buf.size()));
+  SetBandwidth(state, static_cast<double>(kColdBytes));
+  state.counters["peak_GBps_measured"] = PeakReadGbps();
+}
+BENCHMARK(BM_ReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+struct TernarySet {
+  std::vector<uint8_t> codes;  // copies x (n_out x n_in/4)
+  int64_t n_in, n_out, copies;
+  TernaryView View(int64_t i) const {
+    TernaryView v;
+    v.codes = codes.data() + i * n_out * n_in / 4;
+    v.n_in = n_in;
+    v.n_out = n_out;
+    v.scale = 0.5f;
+    return v;
+  }
+};
+
+TernarySet MakeSet(int64_t n_in, int64_t n_out, size_t target_bytes) {
+  TernarySet s{{}, n_in, n_out, 0};
+  const size_t one = static_cast<size_t>(n_in * n_out / 4);
+  s.copies = static_cast<int64_t>(std::max<size_t>(1, target_bytes / one));
+  s.codes.resize(one * s.copies);
+  // One random copy (codes 0..2 in each 2-bit field), repeated: the kernels' speed does not
+  // depend on the values, and filling 256 MiB value by value takes seconds per shape.
+  std::mt19937 rng(1);
+  for (size_t j = 0; j < one; ++j) s.codes[j] = static_cast<uint8_t>(rng() % 3 << 6 | rng() % 3 << 4 | rng() % 3 << 2 | rng() % 3);
+  for (int64_t c = 1; c < s.copies; ++c) std::memcpy(s.codes.data() + c * one, s.codes.data(), one);
+  return s;
+}
+
+// args: path, n_in, n_out
+void BM_TernaryGemv(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const int64_t n_in = state.range(1), n_out = state.range(2);
+  const TernarySet set = MakeSet(n_in, n_out, kColdBytes);
+  std::vector<int8_t> q(n_in);
+  std::mt19937 rng(2);
+  for (auto& v : q) v = static_cast<int8_t>(rng());
+  int32_t q_sum = 0;
+  for (auto v : q) q_sum += v;
+  std::vector<float> y(n_out);
+  int64_t i = 0;
+  for (auto _ : state) {
+    k.ternary_gemv(set.View(i), q.data(), q_sum, 1.0f, y.data(), 0, n_out);
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % set.copies;
+  }
+  SetBandwidth(state, static_cast<double>(n_in * n_out / 4));
+  state.SetLabel(CpuPathName(path));
+}
+
+// args: path, n_in, n_out, n_tok
+void BM_TernaryGemm(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const int64_t n_in = state.range(1), n_out = state.range(2), n_tok = state.range(3);
+  const TernarySet set = MakeSet(n_in, n_out, size_t{64} << 20);
+  std::vector<int8_t> q(n_in * n_tok);
+  std::mt19937 rng(2);
+  for (auto& v : q) v = static_cast<int8_t>(rng());
+  std::vector<int32_t> sums(n_tok, 0);
+  std::vector<float> scales(n_tok, 1.0f), y(n_out * n_tok);
+  int64_t i = 0;
+  for (auto _ : state) {
+    k.ternary_gemm(set.View(i), q.data(), n_in, sums.data(), scales.data(), n_tok, y.data(), n_out, 0, n_out);
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % set.copies;
+  }
+  state.counters["GMACps"] = benchmark::Counter(static_cast<double>(n_in * n_out * n_tok) * static_cast<double>(state.iterations()) / 1e9,
+                                                benchmark::Counter::kIsRate);
+  state.SetLabel(CpuPathName(path));
+}
+
+// args: path, n_in, n_rows (F16 LM-head slice)
+void BM_DenseGemvF16(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const int64_t n_in = state.range(1), n_rows = state.range(2);
+  std::vector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
+  for (size_t j = 0; j < w.size(); ++j) w[j] = Fp32ToFp16(static_cast<float>(j % 97) * 0.01f - 0.4f);
+  std::vector<float> x(n_in, 0.5f), y(n_rows);
+  DenseView view{TensorType::kF16, reinterpret_cast<const uint8_t*>(w.data()), n_in, n_rows, static_cast<uint64_t>(2 * n_in)};
+  for (auto _ : state) {
+    k.dense_gemv(view, x.data(), y.data(), 0, n_rows);
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetBandwidth(state, static_cast<double>(2 * n_in * n_rows));
+  state.SetLabel(CpuPathName(path));
+}
+
+void BM_Quantize(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const int64_t n = state.range(1);
+  std::vector<float> x(n);
+  for (int64_t j = 0; j < n; ++j) x[j] = static_cast<float>(j % 101) * 0.03f - 1.4f;
+  std::vector<int8_t> q(n);
+  int32_t sum;
+  for (auto _ : state) benchmark::DoNotOptimize(k.quantize(x.data(), n, q.data(), &sum));
+  state.SetItemsProcessed(state.iterations() * n);
+  state.SetLabel(CpuPathName(path));
+}
+
+// The 2B-4T shapes: q/o (2560 -> 2560), gate/up (2560 -> 6912), down (6912 -> 2560).
+void Shapes(benchmark::internal::Benchmark* b) {
+  for (int p = 0; p <= 2; ++p) {
+    b->Args({p, 2560, 2560});
+    b->Args({p, 2560, 6912});
+    b->Args({p, 6912, 2560});
+  }
+}
+BENCHMARK(BM_TernaryGemv)->Apply(Shapes)->ArgNames({"path", "n_in", "n_out"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_TernaryGemm)
+    ->ArgNames({"path", "n_in", "n_out", "n_tok"})
+    ->Args({0, 2560, 6912, 64})
+    ->Args({1, 2560, 6912, 64})
+    ->Args({2, 2560, 6912, 64})
+    ->Args({2, 6912, 2560, 64})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_DenseGemvF16)
+    ->ArgNames({"path", "n_in", "n_rows"})
+    ->Args({0, 2560, 32768})
+    ->Args({1, 2560, 32768})
+    ->Args({2, 2560, 32768})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_Quantize)->ArgNames({"path", "n"})->Args({0, 6912})->Args({1, 6912})->Args({2, 6912});
+
+}  // namespace
+}  // namespace trinity::kernels
+
+BENCHMARK_MAIN();
