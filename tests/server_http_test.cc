@@ -315,6 +315,7 @@ TEST_F(ServerTest, BadInput) {
   ExpectError(post(chat, "[1,2]"), 400);
   ExpectError(post(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"), 400);
   ExpectError(post("/v1/completions", "{\"prompt\":\"\xc3\x28\"}"), 400);
+  ExpectError(post(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1e999}"), 400);
   // Wrong types and missing fields.
   auto bad = ok;
   bad["messages"] = "hello";
@@ -470,6 +471,40 @@ TEST_F(ServerLifecycleTest, DisconnectFreesSlot) {
   auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// The per-request timeout: a generating request is cut (finish_reason "length"); a streamed one
+// that waited past its deadline gets an error event mid-stream, then [DONE].
+TEST_F(ServerLifecycleTest, Timeouts) {
+  ServerOptions o = SmallOptions();
+  o.timeout_s = 0.2;
+  o.step_delay_ms = 1000;  // the running request notices its deadline after its first token (~1 s)
+  Running s(o);
+  json first;
+  std::thread running([&] {
+    auto cli = s.Client();
+    auto r = cli.Post("/v1/completions", json({{"prompt", "a"}, {"max_tokens", 50}, {"ignore_eos", true}}).dump(),
+                      "application/json");
+    if (r && r->status == 200) first = json::parse(r->body);
+  });
+  auto cli = s.Client();
+  for (int i = 0; i < 200 && Metric(cli, "trinity_requests_running") < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const json req = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}, {"stream", true}};
+  const Stream st = PostStream(cli, "/v1/chat/completions", req);
+  running.join();
+  ASSERT_FALSE(first.is_null());
+  EXPECT_EQ(first["choices"][0]["finish_reason"], "length");
+  EXPECT_LT(first["usage"]["completion_tokens"].get<int>(), 50);
+  EXPECT_EQ(st.status, 200);
+  EXPECT_TRUE(st.framing_ok);
+  ASSERT_EQ(st.events.size(), 3u);  // role, error, [DONE]
+  const json error = json::parse(st.events[1]);
+  ASSERT_TRUE(error.contains("error")) << st.events[1];
+  EXPECT_EQ(error["error"]["code"], "timeout");
+  EXPECT_EQ(st.events[2], "[DONE]");
+  EXPECT_EQ(Metric(cli, "trinity_requests_total{outcome=\"timeout\"}"), 2);
 }
 
 TEST_F(ServerLifecycleTest, DrainFinishesInFlight) {

@@ -90,9 +90,15 @@ json ParseBody(const std::string& body) {
   json value;
   try {
     value = json::parse(body);
-  } catch (const json::parse_error& e) {
-    // nlohmann rejects invalid UTF-8 inside strings as a parse error too.
-    ThrowBadRequest(fmt::format("the request body is not valid JSON (UTF-8): {}", e.what()), "", "invalid_json");
+  } catch (const json::exception& e) {
+    // parse_error for malformed text and invalid UTF-8 in strings, out_of_range for numbers that
+    // overflow a double (1e999).
+    // The parser's message quotes the offending bytes, which may be invalid UTF-8 themselves.
+    std::string what = e.what();
+    for (char& c : what) {
+      if (static_cast<unsigned char>(c) >= 0x80 || static_cast<unsigned char>(c) < 0x20) c = '?';
+    }
+    ThrowBadRequest(fmt::format("the request body is not valid JSON (UTF-8): {}", what), "", "invalid_json");
   }
   if (!value.is_object()) ThrowBadRequest("the request body must be a JSON object", "", "invalid_json");
   return value;
