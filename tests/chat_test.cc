@@ -85,7 +85,8 @@ TEST(ChatTest, DetectFormat) {
   EXPECT_EQ(DetectChatFormat(bitnet_template), ChatFormat::kBitnet);
   EXPECT_EQ(DetectChatFormat(bitnet_template, false), ChatFormat::kBitnet);
   EXPECT_EQ(DetectChatFormat("{{ '<|start_header_id|>' + message['role'] }}"), ChatFormat::kLlama3);
-  EXPECT_EQ(DetectChatFormat("", true), ChatFormat::kBitnet);
+  EXPECT_EQ(DetectChatFormat("", true), ChatFormat::kRaw);  // no template: a base model
+  EXPECT_EQ(DetectChatFormat("{% for m in messages %}{{ m }}{% endfor %}", true), ChatFormat::kBitnet);
   EXPECT_EQ(DetectChatFormat("", false), ChatFormat::kRaw);
 }
 

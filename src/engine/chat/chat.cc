@@ -31,6 +31,9 @@ ChatFormat DetectChatFormat(std::string_view gguf_chat_template, bool has_eot_to
   if (gguf_chat_template.find("<|start_header_id|>") != std::string_view::npos) {
     return ChatFormat::kLlama3;
   }
+  // No template: a base model (such as the built-in trinity-tiny), prompted with raw text.
+  if (gguf_chat_template.empty()) return ChatFormat::kRaw;
+  // A template we cannot read: the model-card format when the model has an end-of-turn token.
   return has_eot_token ? ChatFormat::kBitnet : ChatFormat::kRaw;
 }
 

@@ -26,8 +26,8 @@ inline constexpr std::string_view kEndOfTurnText = "<|eot_id|>";
 
 // Picks the format from GGUF's tokenizer.chat_template: the official 2B-4T file stores a
 // non-Jinja string with the marker "BITNET" -> kBitnet; a Llama 3 template
-// ("<|start_header_id|>") -> kLlama3; anything else (empty included) -> kBitnet when the vocabulary
-// has <|eot_id|>, else kRaw.
+// ("<|start_header_id|>") -> kLlama3; no template -> kRaw (a base model); any other template ->
+// kBitnet when the vocabulary has <|eot_id|>, else kRaw.
 ChatFormat DetectChatFormat(std::string_view gguf_chat_template, bool has_eot_token = true);
 
 // The prompt for `messages`; with add_generation_prompt it ends where the assistant's reply begins.
