@@ -385,7 +385,7 @@ TEST_F(ServerTest, BadInput) {
 
 TEST_F(ServerTest, Metrics) {
   auto cli = Client();
-  auto ok = cli.Post("/v1/completions", json({{"prompt", "Hi"}, {"max_tokens", 2}}).dump(), "application/json");
+  auto ok = cli.Post("/v1/completions", json({{"prompt", "Hi"}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}}).dump(), "application/json");
   ASSERT_TRUE(ok);
   auto r = cli.Get("/metrics");
   ASSERT_TRUE(r);
@@ -398,6 +398,8 @@ TEST_F(ServerTest, Metrics) {
   EXPECT_GE(Metric(cli, "trinity_time_to_first_token_seconds_count"), 0);
   EXPECT_GE(Metric(cli, "trinity_e2e_request_latency_seconds_count"), 1);
   EXPECT_NE(r->body.find("trinity_e2e_request_latency_seconds_bucket{le=\"+Inf\"}"), std::string::npos);
+  EXPECT_GE(Metric(cli, "trinity_inter_token_latency_seconds_count"), 1);
+  EXPECT_GE(Metric(cli, "trinity_queue_time_seconds_count"), 1);
 }
 
 // Servers of their own: API key, overload, disconnect, drain.

@@ -47,7 +47,16 @@ void Histogram::Render(const std::string& name, const std::string& help, std::st
                      count_);
 }
 
-Metrics::Metrics() : ttft_(LatencyBounds()), latency_(LatencyBounds()), queue_(LatencyBounds()) {}
+Metrics::Metrics()
+    : ttft_(LatencyBounds()),
+      latency_(LatencyBounds()),
+      queue_(LatencyBounds()),
+      inter_token_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5}) {}
+
+void Metrics::ObserveInterToken(double seconds) {
+  std::lock_guard lock(mu_);
+  inter_token_.Observe(seconds);
+}
 
 void Metrics::CountRequest(Outcome outcome) {
   std::lock_guard lock(mu_);
@@ -108,6 +117,7 @@ std::string Metrics::Render(int64_t running, int64_t waiting, int64_t slots) con
   ttft_.Render("trinity_time_to_first_token_seconds", "Time from arrival to the first token.", out);
   latency_.Render("trinity_e2e_request_latency_seconds", "Time from arrival to the last byte.", out);
   queue_.Render("trinity_queue_time_seconds", "Time spent waiting for a slot.", out);
+  inter_token_.Render("trinity_inter_token_latency_seconds", "Time between two pieces of one answer.", out);
   return out;
 }
 

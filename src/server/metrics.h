@@ -37,6 +37,7 @@ class Metrics {
   void ObserveTtft(double seconds);
   void ObserveLatency(double seconds);
   void ObserveQueueTime(double seconds);
+  void ObserveInterToken(double seconds);  // between two streamed pieces of one answer
   // The Prometheus text exposition (version 0.0.4); the gauges come from the scheduler.
   std::string Render(int64_t running, int64_t waiting, int64_t slots) const;
 
@@ -48,7 +49,7 @@ class Metrics {
   std::array<uint64_t, static_cast<size_t>(Outcome::kCount)> requests_{};
   uint64_t prompt_tokens_ = 0;
   uint64_t generated_tokens_ = 0;
-  Histogram ttft_, latency_, queue_;
+  Histogram ttft_, latency_, queue_, inter_token_;
 };
 
 }  // namespace trinity::server

@@ -72,6 +72,7 @@ struct Channel {
   Usage usage;
   bool timed_out = false;
   std::optional<Clock::time_point> first_text;
+  std::optional<Clock::time_point> last_text;
   double queue_s = 0.0;
 };
 
@@ -227,7 +228,7 @@ struct Server::Impl {
     job->deadline = c->arrival + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(options.timeout_s));
     const double step_delay_ms = options.step_delay_ms;
-    job->run = [c, ch, step_delay_ms](node::Node& node, Job& job) {
+    job->run = [this, c, ch, step_delay_ms](node::Node& node, Job& job) {
       {
         std::lock_guard lock(ch->mu);
         ch->queue_s = std::chrono::duration<double>(job.started - job.enqueued).count();
@@ -237,9 +238,12 @@ struct Server::Impl {
       g.stop = c->request.stop;
       g.stop_at_eog = !c->request.ignore_eos;
       g.on_text = [&](std::string_view piece) {
+        const auto now = Clock::now();
         {
           std::lock_guard lock(ch->mu);
-          if (!ch->first_text) ch->first_text = Clock::now();
+          if (ch->last_text) metrics.ObserveInterToken(std::chrono::duration<double>(now - *ch->last_text).count());
+          if (!ch->first_text) ch->first_text = now;
+          ch->last_text = now;
           ch->pending.append(piece);
         }
         ch->cv.notify_all();
