@@ -2,7 +2,7 @@
 // the cost of building the tokenizer. Reports bytes/s of input text.
 //
 //   tokenizer_bench [--benchmark_filter=Encode]
-// Data: data/llama3/tokenizer.json and ../shared/data/corpus/austen_novels.txt (skipped if absent).
+// Data: data/llama3/tokenizer.json and tests/data/heldout.txt.
 #include <benchmark/benchmark.h>
 
 #include <fstream>
@@ -34,10 +34,13 @@ const Tokenizer& Llama3() {
 
 const std::string& Corpus() {
   static const std::string text = [] {
-    std::ifstream in(TRINITY_SOURCE_DIR "/../shared/data/corpus/austen_novels.txt", std::ios::binary);
+    // The repository's held-out English prose, repeated to ~4 MB.
+    std::ifstream in(TRINITY_SOURCE_DIR "/tests/data/heldout.txt", std::ios::binary);
     std::stringstream buffer;
     buffer << in.rdbuf();
-    return buffer.str();
+    std::string out;
+    while (!buffer.str().empty() && out.size() < 4'000'000) out += buffer.str();
+    return out;
   }();
   return text;
 }
