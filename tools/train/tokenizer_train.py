@@ -21,8 +21,8 @@
 * Special tokens (control, type 3) are appended at the end of the vocabulary:
   <|begin_of_text|>, <|end_of_text|>, <|eot_id|>.  They are never produced from text.
 
-Usage:
-  /usr/bin/python3 tools/train/tokenizer_train.py --corpus ../shared/data/corpus \
+Usage (CORPUS_DIR: a folder of UTF-8 .txt files, e.g. the corpus named in models/README.md):
+  /usr/bin/python3 tools/train/tokenizer_train.py --corpus CORPUS_DIR \
       --out models/trinity-tiny-tokenizer.json --vocab 8192 --sample-bytes 1500000
 """
 import argparse

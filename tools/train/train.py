@@ -3,7 +3,7 @@
 
 Run it with Debian's python3-torch, with jemalloc (large fresh allocations are very slow here):
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \\
-  /usr/bin/python3 tools/train/train.py --corpus ../shared/data/corpus \\
+  /usr/bin/python3 tools/train/train.py --corpus CORPUS_DIR \\
       --tokenizer models/trinity-tiny-tokenizer.json --out-dir /tmp/trinity-train --steps N
 
 Training windows: a file is drawn with probability ∝ (its training tokens × FILE_WEIGHTS), then a
