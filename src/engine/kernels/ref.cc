@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "engine/common/error.h"
@@ -63,9 +64,13 @@ void DenseRow(const DenseView& w, int64_t row, float* out) {
 void DenseMatVec(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   if (w.type == TensorType::kF32) {
     for (int64_t r = row_begin; r < row_end; ++r) {
-      const float* row = reinterpret_cast<const float*>(w.data + r * w.row_bytes);
+      const uint8_t* row = w.data + r * w.row_bytes;  // rows need not be 4-byte aligned
       float acc = 0.0f;
-      for (int64_t c = 0; c < w.n_in; ++c) acc += row[c] * x[c];
+      for (int64_t c = 0; c < w.n_in; ++c) {
+        float v;
+        std::memcpy(&v, row + 4 * c, sizeof v);
+        acc += v * x[c];
+      }
       y[r] = acc;
     }
     return;
