@@ -230,6 +230,59 @@ TEST_P(CpuKernelsTest, DenseGemvMatchesReference) {
   }
 }
 
+// The batched LM head: n_x vectors through dense_gemm equal, bit for bit, n_x dense_gemv calls of
+// the same path (batched decode must not change any sequence's logits). Odd widths, row ranges
+// that start off the block grid, misaligned rows and outputs.
+TEST_P(CpuKernelsTest, DenseGemmEqualsGemvExactly) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (TensorType type : {TensorType::kF16, TensorType::kF32, TensorType::kQ8_0}) {
+    for (int64_t n_in : {1, 7, 32, 45, 96, 300}) {
+      if (type == TensorType::kQ8_0 && n_in % 32 != 0) continue;
+      const int64_t n_rows = 77;
+      const uint64_t row_bytes = type == TensorType::kF16   ? 2 * n_in
+                                 : type == TensorType::kF32 ? 4 * n_in
+                                                            : n_in / 32 * 34;
+      std::vector<uint8_t> data(row_bytes * n_rows + 3);
+      uint8_t* base = data.data() + 1;  // misaligned rows
+      for (int64_t r = 0; r < n_rows; ++r) {
+        uint8_t* row = base + r * row_bytes;
+        for (int64_t c = 0; c < n_in; ++c) {
+          const float v = normal(rng_);
+          if (type == TensorType::kF16) {
+            const uint16_t h = Fp32ToFp16(v);
+            std::memcpy(row + 2 * c, &h, 2);
+          } else if (type == TensorType::kF32) {
+            std::memcpy(row + 4 * c, &v, 4);
+          } else if (c % 32 == 0) {
+            const uint16_t d = Fp32ToFp16(0.02f);
+            std::memcpy(row + c / 32 * 34, &d, 2);
+            for (int i = 0; i < 32; ++i) row[c / 32 * 34 + 2 + i] = static_cast<uint8_t>(static_cast<int8_t>(normal(rng_) * 40));
+          }
+        }
+      }
+      const DenseView w{type, base, n_in, n_rows, row_bytes};
+      for (int64_t n_x : {1, 2, 5}) {
+        const int64_t x_stride = n_in + 3;
+        std::vector<float> x(static_cast<size_t>(n_x * x_stride + 1));
+        for (float& v : x) v = normal(rng_);
+        const float* xs = x.data() + 1;  // misaligned vectors
+        std::vector<std::vector<float>> want(n_x, std::vector<float>(n_rows + 1)), got = want;
+        std::vector<float*> ys;
+        for (auto& g : got) ys.push_back(g.data() + 1);
+        for (auto [b, e] : {std::pair<int64_t, int64_t>{0, n_rows}, {3, 70}, {33, 34}}) {
+          for (int64_t i = 0; i < n_x; ++i) k().dense_gemv(w, xs + i * x_stride, want[i].data() + 1, b, e);
+          k().dense_gemm(w, xs, x_stride, n_x, ys.data(), b, e);
+          for (int64_t i = 0; i < n_x; ++i) {
+            for (int64_t r = b; r < e; ++r) {
+              ASSERT_EQ(want[i][r + 1], got[i][r + 1]) << Traits(type).name << " n_in=" << n_in << " n_x=" << n_x << " row " << r;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(CpuKernelsTest, AttentionMatchesReference) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int64_t head_dim : {8, 20, 64, 128}) {

@@ -56,6 +56,12 @@ struct CpuKernels {
   // DenseMatVec (ref.h); F16 and F32 vectorised, other types through the reference.
   void (*dense_gemv)(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) = nullptr;
 
+  // n_x vectors at once (batched decode's LM head): ys[i][r] = row r . (x + i*x_stride) for rows
+  // [row_begin, row_end). Bit-identical to n_x dense_gemv calls (same summation order), but each
+  // block of rows is read, and converted from F16, once for all the vectors.
+  void (*dense_gemm)(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys,
+                     int64_t row_begin, int64_t row_end) = nullptr;
+
   // Attention (ref.h) for heads [head_begin, head_end) of one query position.
   void (*attention)(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
                     int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,

@@ -103,6 +103,10 @@ const CpuKernels& RefKernels() {
     k.ternary_gemv = RefGemv;
     k.ternary_gemm = RefGemm;
     k.dense_gemv = DenseMatVec;
+    k.dense_gemm = [](const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys,
+                      int64_t row_begin, int64_t row_end) {
+      for (int64_t i = 0; i < n_x; ++i) DenseMatVec(w, x + i * x_stride, ys[i], row_begin, row_end);
+    };
     k.attention = Attention;
     return k;
   }();
