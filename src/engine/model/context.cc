@@ -26,33 +26,74 @@
 #include <cstring>
 
 #include "engine/common/error.h"
+#include "engine/model/batcher.h"
 
 namespace trinity {
+
+namespace {
+
+const kernels::CpuKernels& KernelsFor(const ContextOptions& options) {
+  if (options.reference) return kernels::RefKernels();
+  return kernels::GetCpuKernels(options.cpu_path.value_or(kernels::ActiveCpuPath()));
+}
+
+int PoolThreads(const ContextOptions& options) {
+  if (options.batcher) return 1;  // the batcher's threads do the work
+  return options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads();
+}
+
+}  // namespace
 
 Context::Context(const Model& model, ContextOptions options)
     : model_(model),
       config_(model.config()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
+      pool_(PoolThreads(options)),
+      batcher_(options.batcher),
+      kernels_(&KernelsFor(options)),
+      reference_(options.reference) {
+  if (batcher_ && reference_) Fail("the reference forward pass cannot be batched");
+  Allocate(/*kv_cache=*/true, /*compute=*/batcher_ == nullptr);
+}
+
+Context::Context(const Model& model, ContextOptions options, ComputeOnly)
+    : model_(model),
+      config_(model.config()),
+      n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
       pool_(options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads()),
-      kernels_(options.reference ? &kernels::RefKernels() : &kernels::GetCpuKernels(options.cpu_path.value_or(kernels::ActiveCpuPath()))) {
+      kernels_(&KernelsFor(options)) {
+  Allocate(/*kv_cache=*/false, /*compute=*/true);
+}
+
+Context::~Context() {
+  if (batcher_) batcher_->Detach(*this);
+}
+
+void Context::Idle() {
+  if (batcher_) batcher_->Idle(*this);
+}
+
+void Context::Allocate(bool kv_cache, bool compute) {
   if (n_ctx_ <= 0 || n_ctx_ > (int64_t{1} << 20)) Fail("context size {} is out of range", n_ctx_);
   const ModelConfig& c = config_;
-  const size_t kv = static_cast<size_t>(c.n_layer * n_ctx_ * c.n_embd_kv());
-  k_cache_.assign(kv, 0.0f);
-  v_cache_.assign(kv, 0.0f);
-  const size_t wide = static_cast<size_t>(std::max(c.n_embd, c.n_ff));
-  x_.resize(c.n_embd);
-  xn_.resize(wide);
-  q_.resize(c.n_embd);
-  att_.resize(c.n_embd);
-  tmp_.resize(c.n_embd);
-  gate_.resize(c.n_ff);
-  up_.resize(c.n_ff);
-  act_q_.resize(wide);
-  scores_.resize(static_cast<size_t>(c.n_head * n_ctx_));
   logits_.resize(c.n_vocab);
-  if (options.reference) {
-    reference_ = true;
+  if (kv_cache) {
+    const size_t kv = static_cast<size_t>(c.n_layer * n_ctx_ * c.n_embd_kv());
+    k_cache_.assign(kv, 0.0f);
+    v_cache_.assign(kv, 0.0f);
+  }
+  if (!compute) return;
+  const size_t wide = static_cast<size_t>(std::max(c.n_embd, c.n_ff));
+  scores_.resize(static_cast<size_t>(c.n_head * n_ctx_));
+  if (reference_) {
+    x_.resize(c.n_embd);
+    xn_.resize(wide);
+    q_.resize(c.n_embd);
+    att_.resize(c.n_embd);
+    tmp_.resize(c.n_embd);
+    gate_.resize(c.n_ff);
+    up_.resize(c.n_ff);
+    act_q_.resize(wide);
     return;
   }
   const size_t b = static_cast<size_t>(kMaxBatch);
@@ -66,7 +107,12 @@ Context::Context(const Model& model, ContextOptions options)
   tmpb_.resize(b * c.n_embd);
   gateb_.resize(b * c.n_ff);
   upb_.resize(b * c.n_ff);
+  kb_.resize(b * c.n_embd_kv());
+  vb_.resize(b * c.n_embd_kv());
   rope_cs_.resize(b * c.n_rot);
+  rows_.reserve(b);
+  head_rows_.reserve(b);
+  head_out_.reserve(b);
   rope_freq_.resize(static_cast<size_t>(c.n_rot / 2));
   for (int64_t i = 0; i < c.n_rot / 2; ++i) {
     // As kernels::RopeNeox: theta^(-2i/n_rot) in double.
@@ -95,6 +141,10 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
     if (t < 0 || t >= config_.n_vocab) Fail("token id {} is out of range [0, {})", t, config_.n_vocab);
   }
   if (all_logits) all_logits->resize(tokens.size() * static_cast<size_t>(config_.n_vocab));
+  if (batcher_) {
+    batcher_->Eval(*this, tokens, all_logits ? all_logits->data() : nullptr);
+    return logits_;
+  }
   if (!reference_) {
     const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t i = 0; i < n; i += kMaxBatch) {
@@ -181,17 +231,27 @@ void Context::EvalToken(int32_t token, int64_t pos) {
 
 // Fast path. Buffers are [n][width] row-major, one row per token of the batch.
 void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* all_logits) {
+  rows_.clear();
+  for (int64_t t = 0; t < n; ++t) {
+    float* out = all_logits ? all_logits + t * config_.n_vocab : (t == n - 1 ? logits_.data() : nullptr);
+    rows_.push_back(Row{this, tokens[t], pos + t, out});
+  }
+  EvalRows(rows_.data(), n);
+  if (all_logits) std::copy(all_logits + (n - 1) * config_.n_vocab, all_logits + n * config_.n_vocab, logits_.begin());
+}
+
+void Context::EvalRows(const Row* rows, int64_t n) {
   const ModelConfig& c = config_;
   const kernels::CpuKernels& k = *kernels_;
   const int64_t n_embd = c.n_embd, n_ff = c.n_ff, n_kv = c.n_embd_kv();
   const int64_t wide = std::max(n_embd, n_ff);
   const int64_t half = c.n_rot / 2;
 
-  for (int64_t t = 0; t < n; ++t) kernels::DenseRow(model_.token_embd(), tokens[t], xb_.data() + t * n_embd);
-  // RoPE angles of the batch's positions, once for all layers (same double math as RopeNeox).
+  for (int64_t t = 0; t < n; ++t) kernels::DenseRow(model_.token_embd(), rows[t].token, xb_.data() + t * n_embd);
+  // RoPE angles of the rows' positions, once for all layers (same double math as RopeNeox).
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(pos + t) * rope_freq_[i];
+      const double angle = static_cast<double>(rows[t].pos) * rope_freq_[i];
       rope_cs_[t * c.n_rot + 2 * i] = static_cast<float>(std::cos(angle));
       rope_cs_[t * c.n_rot + 2 * i + 1] = static_cast<float>(std::sin(angle));
     }
@@ -219,13 +279,14 @@ void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* al
   auto gemm = [&](const TernaryWeight& w, float* y, int64_t y_stride, int64_t b, int64_t e) {
     k.ternary_gemm(w.view, qb_.data(), wide, act_sums_.data(), act_scales_.data(), n, y, y_stride, b, e);
   };
+  // Layer il's key and value caches of a row's sequence: (n_ctx, n_kv) each.
+  auto k_cache_of = [&](const Row& r, int64_t il) { return r.seq->k_cache_.data() + il * r.seq->n_ctx_ * n_kv; };
+  auto v_cache_of = [&](const Row& r, int64_t il) { return r.seq->v_cache_.data() + il * r.seq->n_ctx_ * n_kv; };
 
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& l = model_.layers()[static_cast<size_t>(il)];
-    float* k_cache = k_cache_.data() + il * n_ctx_ * n_kv;  // (n_ctx, n_kv)
-    float* v_cache = v_cache_.data() + il * n_ctx_ * n_kv;
 
-    // Attention block. q, k and v share one activation quantisation; k and v land in the cache.
+    // Attention block. q, k and v share one activation quantisation.
     pool_.ParallelFor(n, [&](int64_t b, int64_t e) { norm_quant(xb_.data(), n_embd, l.attn_norm, b, e); });
     pool_.ParallelFor(n_embd + 2 * n_kv, [&](int64_t begin, int64_t end) {
       auto run = [&](const TernaryWeight& w, float* y, int64_t y_stride, int64_t offset) {
@@ -234,19 +295,24 @@ void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* al
         if (b < e) gemm(w, y, y_stride, b, e);
       };
       run(l.wq, qh_.data(), n_embd, 0);
-      run(l.wk, k_cache + pos * n_kv, n_kv, n_embd);
-      run(l.wv, v_cache + pos * n_kv, n_kv, n_embd + n_kv);
+      run(l.wk, kb_.data(), n_kv, n_embd);
+      run(l.wv, vb_.data(), n_kv, n_embd + n_kv);
     }, 16);
+    // RoPE, then every row's key and value into its sequence's cache before any row attends (a
+    // row sees the rows of its own sequence at earlier positions of this batch).
     for (int64_t t = 0; t < n; ++t) {
       rope(qh_.data() + t * n_embd, c.n_head, t);
-      rope(k_cache + (pos + t) * n_kv, c.n_head_kv, t);
+      rope(kb_.data() + t * n_kv, c.n_head_kv, t);
+      std::copy_n(kb_.data() + t * n_kv, n_kv, k_cache_of(rows[t], il) + rows[t].pos * n_kv);
+      std::copy_n(vb_.data() + t * n_kv, n_kv, v_cache_of(rows[t], il) + rows[t].pos * n_kv);
     }
-    // Causal: token t sees positions 0 .. pos+t. Heads split over the threads; each head's
-    // scores row (n_ctx floats of scores_) is reused by the batch's tokens in turn.
+    // Causal: a row at position p sees positions 0 .. p of its sequence. Heads split over the
+    // threads; each head's scores row (n_ctx floats of scores_) is reused by the rows in turn.
     pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
       for (int64_t t = 0; t < n; ++t) {
-        k.attention(qh_.data() + t * n_embd, k_cache, v_cache, pos + t + 1, c.n_head, c.n_head_kv, c.head_dim,
-                    attb_.data() + t * n_embd, scores_.data() + begin * n_ctx_, begin, end);
+        k.attention(qh_.data() + t * n_embd, k_cache_of(rows[t], il), v_cache_of(rows[t], il), rows[t].pos + 1,
+                    c.n_head, c.n_head_kv, c.head_dim, attb_.data() + t * n_embd, scores_.data() + begin * n_ctx_,
+                    begin, end);
       }
     });
     pool_.ParallelFor(n, [&](int64_t b, int64_t e) { norm_quant(attb_.data(), n_embd, l.attn_sub_norm, b, e); });
@@ -288,14 +354,25 @@ void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* al
     }
   }
 
-  // LM head only where logits are wanted: the last token, or all of them.
-  for (int64_t t = all_logits ? 0 : n - 1; t < n; ++t) {
-    float* xn = xnb_.data();
-    kernels::RmsNorm(xb_.data() + t * n_embd, model_.output_norm(), n_embd, c.rms_eps, xn);
-    float* out = all_logits ? all_logits + t * c.n_vocab : logits_.data();
-    pool_.ParallelFor(c.n_vocab, [&](int64_t b, int64_t e) { k.dense_gemv(model_.lm_head(), xn, out, b, e); }, 256);
-    if (all_logits && t == n - 1) std::copy(out, out + c.n_vocab, logits_.begin());
+  // LM head, only for the rows that want logits: one dense GEMM, so a batched decode step streams
+  // the head from memory once for all its rows, not once per row.
+  head_rows_.clear();
+  for (int64_t t = 0; t < n; ++t) {
+    if (rows[t].logits) head_rows_.push_back(t);
   }
+  if (head_rows_.empty()) return;
+  const int64_t n_head_rows = static_cast<int64_t>(head_rows_.size());
+  pool_.ParallelFor(n_head_rows, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      kernels::RmsNorm(xb_.data() + head_rows_[i] * n_embd, model_.output_norm(), n_embd, c.rms_eps,
+                       xnb_.data() + i * wide);
+    }
+  });
+  head_out_.clear();
+  for (int64_t i : head_rows_) head_out_.push_back(rows[i].logits);
+  pool_.ParallelFor(c.n_vocab, [&](int64_t b, int64_t e) {
+    k.dense_gemm(model_.lm_head(), xnb_.data(), wide, n_head_rows, head_out_.data(), b, e);
+  }, 256);
 }
 
 }  // namespace trinity

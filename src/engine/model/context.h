@@ -1,4 +1,6 @@
 // An inference context: one sequence's KV cache plus the scratch buffers of the forward pass.
+// A context attached to a Batcher (engine/model/batcher.h) holds only its KV cache: its Eval calls
+// are evaluated in the batcher's shared steps together with other sequences' tokens.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +14,8 @@
 #include "engine/model/model.h"
 
 namespace trinity {
+
+class Batcher;
 
 struct ContextOptions {
   // A constructor rather than an aggregate, so ContextOptions{n_ctx, n_threads} stays warning-free
@@ -27,11 +31,17 @@ struct ContextOptions {
   bool reference = false;
   // Forces a kernel path for the fast path (tests); unset: kernels::ActiveCpuPath().
   std::optional<kernels::CpuPath> cpu_path;
+  // Continuous batching: Eval goes through this batcher's shared forward steps (its threads and
+  // kernel path; n_threads and cpu_path here are ignored). Must outlive the context. Fast path only.
+  Batcher* batcher = nullptr;
 };
 
 class Context {
  public:
   Context(const Model& model, ContextOptions options = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
 
   // Runs `tokens` at positions n_past() .. n_past()+n-1, appending them to the KV cache, and
   // returns the logits of the last one (n_vocab floats, valid until the next call). When
@@ -44,6 +54,9 @@ class Context {
   void Reset() { n_past_ = 0; }
   // Forgets every position from n on (n <= n_past()).
   void Truncate(int64_t n);
+  // Batched contexts: tells the batcher this sequence has no further tokens coming soon (its
+  // request ended), so the next step does not wait for it. Does nothing without a batcher.
+  void Idle();
   const Model& model() const { return model_; }
   ThreadPool& pool() { return pool_; }
   // The kernel path in use ("ref" on the reference pass).
@@ -54,10 +67,29 @@ class Context {
   static constexpr int64_t kMaxBatch = 64;
 
  private:
+  friend class Batcher;
+  // One row of a fast-path forward pass: one token of sequence `seq` at position `pos`; the row's
+  // logits go to `logits` (n_vocab floats) when it is non-null.
+  struct Row {
+    Context* seq;
+    int32_t token;
+    int64_t pos;
+    float* logits;
+  };
+  struct ComputeOnly {};
+  // The batcher's compute context: scratch and threads, no KV cache of its own; attention rows of
+  // up to n_ctx positions.
+  Context(const Model& model, ContextOptions options, ComputeOnly);
+
+  void Allocate(bool kv_cache, bool compute);
   void EvalToken(int32_t token, int64_t pos);  // reference path
   // Fast path: n <= kMaxBatch tokens at positions pos .. pos+n-1. Writes the last token's logits
   // to logits_, and every token's to all_logits + t*n_vocab when all_logits is non-null.
   void EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* all_logits);
+  // Fast path: n <= kMaxBatch rows, from any contexts of this model whose n_ctx <= this one's.
+  // Rows of one sequence must be in position order and continue that sequence's cache; each
+  // row's K/V are written to its sequence's cache before any row attends.
+  void EvalRows(const Row* rows, int64_t n);
   void Linear(const TernaryWeight& w, const float* x, float* y);  // y = W x with int8-quantised x
 
   const Model& model_;
@@ -65,6 +97,7 @@ class Context {
   int64_t n_ctx_;
   int64_t n_past_ = 0;
   ThreadPool pool_;
+  Batcher* batcher_ = nullptr;
 
   // KV cache, f32: (n_layer, n_ctx, n_embd_kv) each.
   std::vector<float> k_cache_, v_cache_;
@@ -75,10 +108,15 @@ class Context {
 
   // Fast path. Batched scratch, kMaxBatch rows each: xb_ (n_embd) residual, xnb_ (wide) normed
   // input, qb_ (wide) int8 activations with act_scales_/act_sums_, qh_/attb_/tmpb_ (n_embd),
-  // gateb_/upb_ (n_ff); rope_cs_ (kMaxBatch, n_rot/2, {cos, sin}); rope_freq_ (n_rot/2).
+  // gateb_/upb_ (n_ff); kb_/vb_ (n_embd_kv) new keys and values before they go to the caches;
+  // rope_cs_ (kMaxBatch, n_rot/2, {cos, sin}); rope_freq_ (n_rot/2); rows_/head_rows_ the rows
+  // of a step and those of them that want logits, head_out_ where those logits go.
   const kernels::CpuKernels* kernels_;
   bool reference_ = false;
-  std::vector<float> xb_, xnb_, qh_, attb_, tmpb_, gateb_, upb_, rope_cs_, act_scales_;
+  std::vector<float> xb_, xnb_, qh_, attb_, tmpb_, gateb_, upb_, kb_, vb_, rope_cs_, act_scales_;
+  std::vector<Row> rows_;
+  std::vector<int64_t> head_rows_;
+  std::vector<float*> head_out_;
   std::vector<int8_t> qb_;
   std::vector<int32_t> act_sums_;
   std::vector<double> rope_freq_;
