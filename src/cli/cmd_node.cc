@@ -182,6 +182,7 @@ struct BenchFlags {
   int64_t n_prompt = 512, n_gen = 128;
   int repetitions = 1;
   int64_t bandwidth_mib = 512;
+  std::vector<int> streams;  // aggregate decode of N concurrent streams (continuous batching)
   SamplingParams sampling;
 };
 
@@ -409,10 +410,18 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.repetitions = f.repetitions;
   options.bandwidth_bytes = f.bandwidth_mib << 20;
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
+  std::vector<node::StreamsBenchResult> streams;
+  for (int n : f.streams) streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads));
   if (f.json) {
-    const nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
-                              {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
-                              {"roofline_pct", r.roofline_pct}, {"threads", r.threads}};
+    nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
+                        {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
+                        {"roofline_pct", r.roofline_pct}, {"threads", r.threads}};
+    if (!streams.empty()) {
+      j["streams"] = nlohmann::json::array();
+      for (const auto& s : streams) {
+        j["streams"].push_back({{"streams", s.streams}, {"tok_per_s", s.tok_per_s}, {"mean_batch_rows", s.mean_batch_rows}});
+      }
+    }
     std::printf("%s\n", Dump(j).c_str());
     return;
   }
@@ -435,6 +444,19 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
               static_cast<long long>(f.bandwidth_mib));
   std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  if (streams.empty()) return;
+  // Ratios against the first row (normally --streams 1,...): measured in this run, side by side.
+  std::vector<std::vector<std::string>> srows;
+  for (const auto& s : streams) {
+    srows.push_back({fmt::format("tg{} x{}", f.n_gen, s.streams), fmt::format("{:.2f}", s.tok_per_s),
+                     fmt::format("{:.2f}", s.tok_per_s / s.streams),
+                     fmt::format("{:.2f}x", s.tok_per_s / streams.front().tok_per_s),
+                     fmt::format("{:.2f}", s.mean_batch_rows)});
+  }
+  std::printf("\nconcurrent streams (continuous batching above one stream):\n%s",
+              Table({"test", "total t/s", "t/s per stream", fmt::format("vs x{}", streams.front().streams), "rows/step"},
+                    {false, true, true, true, true}, srows)
+                  .c_str());
 }
 
 }  // namespace
@@ -513,6 +535,9 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("-n,--n-gen", f->n_gen, "--engine: generated tokens (tg)")->capture_default_str();
   cmd->add_option("-r,--repetitions", f->repetitions, "--engine: repetitions averaged")->capture_default_str();
   cmd->add_option("--bw-mib", f->bandwidth_mib, "--engine: bandwidth-benchmark buffer (MiB)")->capture_default_str();
+  cmd->add_option("--streams", f->streams, "--engine: also decode N streams at once, e.g. 1,8 (continuous batching)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64));
   AddSamplingFlags(*cmd, f->sampling);
   cmd->callback([f] {
     Validate(f->sampling);

@@ -32,7 +32,10 @@ void RegisterServe(CLI::App& app) {
   cmd->add_option("--parallel", o->n_parallel, "parallel slots (one KV cache each)")->capture_default_str()
       ->check(CLI::Range(1, 256));
   cmd->add_option("-c,--ctx", o->n_ctx, "context size per slot (0 = the model's, at most 4096)");
-  cmd->add_option("-t,--threads", o->n_threads, "threads per slot (0 = the cores divided among the slots)");
+  cmd->add_option("-t,--threads", o->n_threads,
+                  "forward-pass threads (0 = all cores; with --no-cont-batching, divided among the slots)");
+  cmd->add_flag("!--no-cont-batching", o->batching,
+                "each slot computes alone instead of sharing batched decode steps (for comparison)");
   cmd->add_option("--queue", o->max_queue, "requests that may wait for a slot; more get 429")->capture_default_str();
   cmd->add_option("--max-body", o->max_body_bytes, "largest request body in bytes; larger get 413")
       ->capture_default_str();
@@ -50,8 +53,9 @@ void RegisterServe(CLI::App& app) {
     std::signal(SIGINT, OnSignal);
     server::Server srv(*o);
     const int port = srv.Start();
-    std::fprintf(stderr, "trinity serve: %s on http://%s:%d (%d slot%s)\n", srv.model_id().c_str(), o->host.c_str(),
-                 port, o->n_parallel, o->n_parallel == 1 ? "" : "s");
+    std::fprintf(stderr, "trinity serve: %s on http://%s:%d (%d slot%s%s)\n", srv.model_id().c_str(),
+                 o->host.c_str(), port, o->n_parallel, o->n_parallel == 1 ? "" : "s",
+                 o->n_parallel > 1 && o->batching ? ", continuous batching" : "");
     while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::fprintf(stderr, "trinity serve: signal %d, draining\n", g_signal.load());
     srv.Drain();

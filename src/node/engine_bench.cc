@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "engine/common/error.h"
 #include "engine/common/thread_pool.h"
+#include "engine/model/batcher.h"
 #include "engine/model/context.h"
 
 namespace trinity::node {
@@ -34,6 +37,17 @@ uint64_t SumWords(const uint64_t* p, int64_t n) {
   }
   for (; i < n; ++i) a += p[i];
   return a + b + c + d;
+}
+
+// Fixed pseudo-random token ids, as llama-bench uses random tokens: the forward pass does the
+// same work for any id.
+std::vector<int32_t> BenchTokens(size_t n, int32_t n_vocab, uint64_t state) {
+  std::vector<int32_t> tokens(n);
+  for (int32_t& t : tokens) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    t = static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(n_vocab));
+  }
+  return tokens;
 }
 
 }  // namespace
@@ -82,14 +96,7 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   result.threads = context.pool().n_threads();
   result.bytes_per_token = model.WeightBytesPerToken();
 
-  // Fixed pseudo-random token ids, as llama-bench uses random tokens: the forward pass does the
-  // same work for any id.
-  std::vector<int32_t> tokens(static_cast<size_t>(n_ctx));
-  uint64_t state = 0x9E3779B97F4A7C15ull;
-  for (int32_t& t : tokens) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    t = static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(n_vocab));
-  }
+  const std::vector<int32_t> tokens = BenchTokens(static_cast<size_t>(n_ctx), n_vocab, 0x9E3779B97F4A7C15ull);
 
   double pp_s = 0.0, tg_s = 0.0;
   for (int rep = 0; rep < options.repetitions; ++rep) {
@@ -118,6 +125,55 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
         result.tg_tok_per_s * static_cast<double>(result.bytes_per_token) / (result.read_gbps * 1e9) * 100.0;
   }
   return result;
+}
+
+StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads) {
+  if (streams < 1 || streams > Context::kMaxBatch) Fail("streams must be in [1, {}]", Context::kMaxBatch);
+  if (n_gen < 1) Fail("-n must be >= 1 to measure streams");
+  const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
+  const int64_t n_ctx = n_gen + 1;
+  std::unique_ptr<Batcher> batcher;
+  if (streams > 1) {
+    BatcherOptions bo;
+    bo.n_ctx = n_ctx;
+    bo.n_threads = threads;
+    batcher = std::make_unique<Batcher>(model, bo);
+  }
+  std::vector<std::unique_ptr<Context>> contexts;
+  for (int s = 0; s < streams; ++s) {
+    ContextOptions co(n_ctx, threads);
+    co.batcher = batcher.get();
+    contexts.push_back(std::make_unique<Context>(model, co));
+    // One warm-up token per stream (page faults of the mapped weights), then an empty cache.
+    const int32_t t = 0;
+    contexts.back()->Eval(std::span<const int32_t>(&t, 1));
+    contexts.back()->Reset();
+  }
+  const BatcherStats before = batcher ? batcher->stats() : BatcherStats{};
+  std::barrier start(streams + 1);
+  std::vector<std::thread> workers;
+  for (int s = 0; s < streams; ++s) {
+    workers.emplace_back([&, s] {
+      const std::vector<int32_t> tokens = BenchTokens(static_cast<size_t>(n_gen), n_vocab, 0x9E3779B97F4A7C15ull + s);
+      start.arrive_and_wait();
+      for (int64_t i = 0; i < n_gen; ++i) contexts[s]->Eval(std::span<const int32_t>(tokens.data() + i, 1));
+      contexts[s]->Idle();
+    });
+  }
+  start.arrive_and_wait();
+  const auto t0 = Clock::now();
+  for (auto& t : workers) t.join();
+  const double seconds = SecondsSince(t0);
+  StreamsBenchResult r;
+  r.streams = streams;
+  r.tok_per_s = static_cast<double>(streams) * static_cast<double>(n_gen) / seconds;
+  r.mean_batch_rows = 1.0;
+  if (batcher) {
+    const BatcherStats after = batcher->stats();
+    const uint64_t steps = after.steps - before.steps;
+    if (steps > 0) r.mean_batch_rows = static_cast<double>(after.rows - before.rows) / static_cast<double>(steps);
+  }
+  return r;
 }
 
 }  // namespace trinity::node

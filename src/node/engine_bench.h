@@ -29,6 +29,17 @@ struct EngineBenchResult {
 
 EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options);
 
+struct StreamsBenchResult {
+  int streams = 0;
+  double tok_per_s = 0.0;        // all streams together
+  double mean_batch_rows = 0.0;  // rows per batched step (1 for a lone stream)
+};
+
+// Aggregate decode throughput of `streams` sequences generating n_gen tokens each at the same
+// time, one thread per sequence: a lone Context for one stream, contexts attached to one Batcher
+// (continuous batching: each step evaluates every stream's next token at once) for more.
+StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads);
+
 // STREAM-like read bandwidth: every thread sums its contiguous share of a `bytes` buffer; best
 // of several passes after a warm-up. Returns 1e9 bytes/s.
 double MeasureReadGbps(int threads, int64_t bytes);

@@ -94,7 +94,7 @@ uint64_t Metrics::generated_tokens() const {
   return generated_tokens_;
 }
 
-std::string Metrics::Render(int64_t running, int64_t waiting, int64_t slots) const {
+std::string Metrics::Render(const Gauges& g) const {
   std::lock_guard lock(mu_);
   std::string out;
   out += "# HELP trinity_requests_total Requests by outcome.\n# TYPE trinity_requests_total counter\n";
@@ -112,8 +112,18 @@ std::string Metrics::Render(int64_t running, int64_t waiting, int64_t slots) con
       "# HELP trinity_requests_waiting Requests in the queue.\n# TYPE trinity_requests_waiting gauge\n"
       "trinity_requests_waiting {}\n"
       "# HELP trinity_slots Parallel slots (one KV cache each).\n# TYPE trinity_slots gauge\n"
-      "trinity_slots {}\n",
-      prompt_tokens_, generated_tokens_, running, waiting, slots);
+      "trinity_slots {}\n"
+      "# HELP trinity_batch_steps_total Batched forward steps (continuous batching).\n"
+      "# TYPE trinity_batch_steps_total counter\n"
+      "trinity_batch_steps_total {}\n"
+      "# HELP trinity_batch_rows_total Tokens evaluated in batched steps (rows / steps = mean batch size).\n"
+      "# TYPE trinity_batch_rows_total counter\n"
+      "trinity_batch_rows_total {}\n"
+      "# HELP trinity_batch_decode_rows_total Of those, next tokens of decoding sequences.\n"
+      "# TYPE trinity_batch_decode_rows_total counter\n"
+      "trinity_batch_decode_rows_total {}\n",
+      prompt_tokens_, generated_tokens_, g.running, g.waiting, g.slots, g.batch.steps, g.batch.rows,
+      g.batch.decode_rows);
   ttft_.Render("trinity_time_to_first_token_seconds", "Time from arrival to the first token.", out);
   latency_.Render("trinity_e2e_request_latency_seconds", "Time from arrival to the last byte.", out);
   queue_.Render("trinity_queue_time_seconds", "Time spent waiting for a slot.", out);

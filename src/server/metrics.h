@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/batcher.h"
+
 namespace trinity::server {
 
 // How a request ended; the label of trinity_requests_total.
@@ -29,6 +31,14 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
+// Values read at scrape time from the scheduler.
+struct Gauges {
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t slots = 0;
+  BatcherStats batch;  // continuous batching counters (zero without batching)
+};
+
 class Metrics {
  public:
   Metrics();
@@ -39,7 +49,7 @@ class Metrics {
   void ObserveQueueTime(double seconds);
   void ObserveInterToken(double seconds);  // between two streamed pieces of one answer
   // The Prometheus text exposition (version 0.0.4); the gauges come from the scheduler.
-  std::string Render(int64_t running, int64_t waiting, int64_t slots) const;
+  std::string Render(const Gauges& gauges) const;
 
   uint64_t requests(Outcome outcome) const;
   uint64_t generated_tokens() const;

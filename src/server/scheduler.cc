@@ -7,7 +7,16 @@ namespace trinity::server {
 Scheduler::Scheduler(const Model& model, SchedulerOptions options)
     : tasks_(options.tasks), max_queue_(options.max_queue) {
   const int n = options.n_parallel < 1 ? 1 : options.n_parallel;
-  for (int i = 0; i < n; ++i) slots_.push_back(std::make_unique<node::Node>(model, options.tasks, options.node));
+  node::NodeOptions node_options = options.node;
+  if (n > 1 && options.batching) {
+    BatcherOptions bo;
+    bo.n_ctx = node_options.context.n_ctx;
+    bo.n_threads = node_options.context.n_threads;
+    bo.cpu_path = node_options.context.cpu_path;
+    batcher_ = std::make_unique<Batcher>(model, bo);
+    node_options.context.batcher = batcher_.get();
+  }
+  for (int i = 0; i < n; ++i) slots_.push_back(std::make_unique<node::Node>(model, options.tasks, node_options));
   n_ctx_ = slots_.front()->context().n_ctx();
   for (auto& slot : slots_) workers_.emplace_back([this, s = slot.get()] { Work(s); });
 }
@@ -65,6 +74,7 @@ void Scheduler::Work(node::Node* slot) {
     } else {
       job->run(*slot, *job);
     }
+    slot->context().Idle();  // the batcher need not wait for this slot's next token
     {
       std::lock_guard lock(mu_);
       --running_;

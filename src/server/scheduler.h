@@ -2,10 +2,11 @@
 // node::Node, hence one Context / KV cache, each), the bounded FIFO of waiting jobs, the
 // running/waiting counts and the drain state. HTTP handlers only Submit() jobs and wait on them.
 //
-// Slots run concurrently, one worker thread each, every slot decoding its own sequence. This is
-// not continuous batching: that needs a batched forward in the engine (one ternary matmul over the
-// current token of every active sequence, a KV cache per sequence) so that the weights are read
-// once per step for all slots; the scheduler would then step all active slots together instead.
+// Each slot runs its job on its own worker thread (the node's prompt building, sampling, label
+// scoring, streaming). With several slots the engine work is continuously batched: every slot's
+// context is attached to one Batcher, whose step thread evaluates the next token of every
+// decoding slot (and chunks of new prompts) as one forward pass, so the weights are read once
+// per step for all of them. A job that starts joins at the next step; one that ends leaves.
 #pragma once
 
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/model/batcher.h"
 #include "engine/model/model.h"
 #include "node/node.h"
 #include "node/task.h"
@@ -44,7 +46,8 @@ struct Job {
 struct SchedulerOptions {
   int n_parallel = 1;        // slots
   size_t max_queue = 16;     // waiting jobs beyond the slots; more are refused
-  node::NodeOptions node;    // context size and threads per slot, prompt mode
+  node::NodeOptions node;    // context size, threads (of the batched pass, or per slot), prompt mode
+  bool batching = true;      // continuous batching when n_parallel > 1
   node::TaskRegistry tasks = node::TaskRegistry::Builtin();
 };
 
@@ -68,6 +71,9 @@ class Scheduler {
   bool draining() const;
   const node::TaskRegistry& tasks() const { return tasks_; }
   int64_t n_ctx() const { return n_ctx_; }
+  // The batched forward pass's counters; all zero without batching.
+  BatcherStats batch_stats() const { return batcher_ ? batcher_->stats() : BatcherStats{}; }
+  bool batching() const { return batcher_ != nullptr; }
 
  private:
   void Work(node::Node* slot);
@@ -75,6 +81,7 @@ class Scheduler {
   node::TaskRegistry tasks_;
   size_t max_queue_;
   int64_t n_ctx_ = 0;
+  std::unique_ptr<Batcher> batcher_;  // outlives the slots' contexts (declared before them)
   std::vector<std::unique_ptr<node::Node>> slots_;
   std::vector<std::thread> workers_;
 

@@ -18,6 +18,7 @@
 
 #include "engine/chat/chat.h"
 #include "engine/common/error.h"
+#include "engine/common/thread_pool.h"
 #include "engine/model/generate.h"
 #include "node/stats.h"
 #include "server/api.h"
@@ -501,9 +502,14 @@ struct Server::Impl {
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       const State st = state.load();  // the scheduler exists from kReady on
       const bool up = st == State::kReady || st == State::kDraining || (st == State::kStopped && scheduler);
-      res.set_content(metrics.Render(up ? scheduler->running() : 0, up ? scheduler->waiting() : 0,
-                                     up ? scheduler->n_slots() : 0),
-                      "text/plain; version=0.0.4; charset=utf-8");
+      Gauges g;
+      if (up) {
+        g.running = scheduler->running();
+        g.waiting = scheduler->waiting();
+        g.slots = scheduler->n_slots();
+        g.batch = scheduler->batch_stats();
+      }
+      res.set_content(metrics.Render(g), "text/plain; version=0.0.4; charset=utf-8");
     });
     http.Get("/v1/models", Wrap(false, [this](const httplib::Request&, httplib::Response& res) {
                SendJson(res, 200,
@@ -620,8 +626,13 @@ int Server::Start() {
     SchedulerOptions so;
     so.n_parallel = std::max(1, o.n_parallel);
     so.max_queue = o.max_queue;
+    so.batching = o.batching;
+    // One batched forward pass uses every core; separate slots share them out.
     int threads = o.n_threads;
-    if (threads <= 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / so.n_parallel);
+    if (threads <= 0) {
+      threads = ThreadPool::DefaultThreads();
+      if (so.n_parallel > 1 && !so.batching) threads = std::max(1, threads / so.n_parallel);
+    }
     so.node.context = ContextOptions(o.n_ctx, threads);
     so.node.prompt_mode = o.prompt_mode;
     so.node.sampling = o.sampling;

@@ -24,7 +24,8 @@ struct ServerOptions {
   int port = 8080;                   // 0: any free port (Start() returns it)
   int n_parallel = 1;                // slots
   int64_t n_ctx = 0;                 // per slot; 0: the model's, at most 4096
-  int n_threads = 0;                 // per slot; 0: the cores divided among the slots
+  int n_threads = 0;                 // forward-pass threads; 0: all cores (divided among the slots without batching)
+  bool batching = true;              // continuous batching of the slots (when n_parallel > 1)
   size_t max_queue = 16;             // waiting requests beyond the slots; more get 429
   size_t max_body_bytes = 1 << 20;   // larger bodies get 413
   double timeout_s = 600.0;          // per request, queueing included
