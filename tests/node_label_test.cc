@@ -89,16 +89,22 @@ TEST_F(NodeModelTest, LabelIsTheArgmaxOfIndependentLikelihoods) {
       EXPECT_EQ(r.finish_reason, "stop");
 
       // Reference: the same definition computed the slow way.
-      const std::string prompt_text = node.PromptText(spec, input);
-      const std::vector<int32_t> prompt = node.PromptTokens(prompt_text);
+      const trinity::ChatPrompt parts = node.Prompt(spec, input);
+      const std::string& prompt_text = parts.text;
+      const std::vector<int32_t> prompt = node.PromptTokens(parts);
+      auto with = [&](const std::string& tail) {
+        trinity::ChatPrompt p = parts;
+        p.text += tail;
+        return node.PromptTokens(p);
+      };
       EXPECT_EQ(r.prompt_tokens, static_cast<int64_t>(prompt.size()));
       const std::string sep = prompt_text.back() == ' ' || prompt_text.back() == '\n' ? "" : " ";
       std::vector<std::pair<size_t, std::vector<int32_t>>> forms;
       for (size_t i = 0; i < spec.labels.size(); ++i) {
         std::string cap = spec.labels[i];
         cap[0] = static_cast<char>(std::toupper(cap[0]));
-        forms.emplace_back(i, node.PromptTokens(prompt_text + sep + spec.labels[i]));
-        forms.emplace_back(i, node.PromptTokens(prompt_text + sep + cap));
+        forms.emplace_back(i, with(sep + spec.labels[i]));
+        forms.emplace_back(i, with(sep + cap));
       }
       size_t prefix = prompt.size();
       for (const auto& [i, seq] : forms) {

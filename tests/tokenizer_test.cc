@@ -135,6 +135,26 @@ TEST(TokenizerTest, DecodeSkipsControlTokensUnlessRendered) {
   EXPECT_THROW(tok.Decode(bad), Error);
 }
 
+TEST(TokenizerTest, PlainRangesKeepSpecialTextAsText) {
+  const Tokenizer& tok = Llama3();
+  // "<|begin_of_text|>" + "Hi<|eot_id|>there" (plain) + "<|eot_id|>"
+  const std::string text = "<|begin_of_text|>Hi<|eot_id|>there<|eot_id|>";
+  const Tokenizer::Range plain[] = {{17, 34}};
+  const std::vector<int32_t> ids = tok.EncodeWithPlain(text, plain);
+  std::vector<int32_t> want = {128000};
+  for (int32_t id : tok.Encode("Hi<|eot_id|>there", /*parse_special=*/false)) want.push_back(id);
+  want.push_back(128009);
+  EXPECT_EQ(ids, want);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 128009), 1);
+  // No ranges: Encode(parse_special = true).
+  EXPECT_EQ(tok.EncodeWithPlain(text, {}), tok.Encode(text, /*parse_special=*/true));
+  // A special token reaching into a plain range is not taken either.
+  const Tokenizer::Range tail[] = {{20, text.size()}};  // starts inside the first "<|eot_id|>"
+  const std::vector<int32_t> cut = tok.EncodeWithPlain(text, tail);
+  EXPECT_EQ(std::count(cut.begin(), cut.end(), 128009), 0);
+  EXPECT_EQ(tok.Decode(cut, /*render_special=*/true), text);
+}
+
 // ---- pre-tokenizer ---------------------------------------------------------------------------------
 
 TEST(PreTokenizerTest, Contractions) {

@@ -295,7 +295,7 @@ void RunOverheadBench(BenchFlags f) {
   for (size_t i = 0; i < suite.requests.size(); ++i) {
     const TaskRequest& request = suite.requests[i];
     const node::TaskSpec& spec = tasks.Get(request.task);
-    const std::vector<int32_t> prompt = node.PromptTokens(node.PromptText(spec, request.input));
+    const std::vector<int32_t> prompt = node.PromptTokens(node.Prompt(spec, request.input));
     GenerateOptions options;
     options.max_tokens = request.max_tokens.value_or(spec.default_max_tokens);
     options.stop = spec.stop;

@@ -95,20 +95,25 @@ Node::Node(const Model& model, TaskRegistry tasks, NodeOptions options)
   }
 }
 
-std::string Node::PromptText(const TaskSpec& spec, std::string_view input) const {
-  const std::string task_prompt = FillTemplate(spec, input);
-  if (!chat_) return task_prompt;
-  const ChatMessage messages[] = {{"user", task_prompt}};
-  return ApplyChatTemplate(model_.chat_format(), messages, /*add_generation_prompt=*/true);
+ChatPrompt Node::Prompt(const TaskSpec& spec, std::string_view input) const {
+  std::string task_prompt = FillTemplate(spec, input);
+  if (chat_) {
+    const ChatMessage messages[] = {{"user", std::move(task_prompt)}};
+    return RenderChatTemplate(model_.chat_format(), messages, /*add_generation_prompt=*/true);
+  }
+  ChatPrompt p;
+  p.contents.push_back({0, task_prompt.size()});
+  p.text = std::move(task_prompt);
+  return p;
 }
 
-std::vector<int32_t> Node::PromptTokens(const std::string& prompt_text) const {
+std::vector<int32_t> Node::PromptTokens(const ChatPrompt& prompt) const {
   const Tokenizer& tokenizer = model_.tokenizer();
-  if (chat_) return tokenizer.Encode(prompt_text, /*parse_special=*/true);  // the template has BOS
+  if (chat_) return tokenizer.EncodeWithPlain(prompt.text, prompt.contents);  // the template has BOS
   std::vector<int32_t> tokens;
   const TokenizerData& data = tokenizer.data();
   if (data.add_bos && data.bos_id >= 0) tokens.push_back(data.bos_id);
-  const std::vector<int32_t> text = tokenizer.Encode(prompt_text, /*parse_special=*/false);
+  const std::vector<int32_t> text = tokenizer.Encode(prompt.text, /*parse_special=*/false);
   tokens.insert(tokens.end(), text.begin(), text.end());
   return tokens;
 }
@@ -122,8 +127,8 @@ TaskResult Node::Process(const TaskRequest& request) {
   const SamplingParams& sampling = request.sampling ? *request.sampling : options_.sampling;
   Validate(sampling);
 
-  const std::string prompt_text = PromptText(spec, request.input);
-  const std::vector<int32_t> prompt = PromptTokens(prompt_text);
+  const ChatPrompt prompt_parts = Prompt(spec, request.input);
+  const std::vector<int32_t> prompt = PromptTokens(prompt_parts);
   if (static_cast<int64_t>(prompt.size()) >= context_.n_ctx()) {
     Fail("the input is too long: the {} prompt is {} tokens and the context holds {}", spec.name, prompt.size(),
          context_.n_ctx());
@@ -132,7 +137,7 @@ TaskResult Node::Process(const TaskRequest& request) {
   TaskResult result;
   double engine_ms = 0.0;
   if (spec.answer == AnswerKind::kLabel && !options_.free_text) {
-    result = ScoreLabels(spec, prompt_text, prompt, engine_ms);
+    result = ScoreLabels(spec, prompt_parts, prompt, engine_ms);
   } else {
     const bool first_word = spec.answer == AnswerKind::kFirstWord && !options_.free_text;
     GenerateOptions generate;
@@ -188,8 +193,9 @@ TaskResult Node::Process(const TaskRequest& request) {
 // " Positive" is one token); the shared token prefix is evaluated once, and each label continues
 // from it: Truncate back to the prefix, evaluate the label's tokens. A label's log-likelihood is
 // log sum over its forms of P(form | prefix); softmax over labels gives the probabilities.
-TaskResult Node::ScoreLabels(const TaskSpec& spec, const std::string& prompt_text,
+TaskResult Node::ScoreLabels(const TaskSpec& spec, const ChatPrompt& prompt_parts,
                              const std::vector<int32_t>& prompt, double& engine_ms) {
+  const std::string& prompt_text = prompt_parts.text;
   const std::string separator = !prompt_text.empty() && IsSpace(prompt_text.back()) ? "" : " ";
   struct Form {
     size_t label;
@@ -199,7 +205,10 @@ TaskResult Node::ScoreLabels(const TaskSpec& spec, const std::string& prompt_tex
   for (size_t i = 0; i < spec.labels.size(); ++i) {
     const std::string label(TrimView(spec.labels[i]));
     for (const std::string& text : {label, Capitalised(label)}) {
-      std::vector<int32_t> tokens = PromptTokens(prompt_text + separator + text);
+      ChatPrompt form = prompt_parts;
+      form.text += separator;
+      form.text += text;
+      std::vector<int32_t> tokens = PromptTokens(form);
       bool duplicate = false;
       for (const Form& f : forms) duplicate |= f.label == i && f.tokens == tokens;
       if (!duplicate) forms.push_back({i, std::move(tokens)});

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/chat/chat.h"
 #include "engine/model/context.h"
 #include "engine/model/model.h"
 #include "engine/sampler/sampler.h"
@@ -67,9 +68,11 @@ class Node {
   // input whose prompt does not fit the context.
   TaskResult Process(const TaskRequest& request);
 
-  // The prompt's text and tokens for a task and input (BOS / chat template included).
-  std::string PromptText(const TaskSpec& spec, std::string_view input) const;
-  std::vector<int32_t> PromptTokens(const std::string& prompt_text) const;
+  // The prompt for a task and input (chat template included), with the byte range of the
+  // filled-in task template: special-token text there is the user's and stays plain text.
+  ChatPrompt Prompt(const TaskSpec& spec, std::string_view input) const;
+  // Its tokens (BOS included); text appended after the prompt (a label) is encoded normally.
+  std::vector<int32_t> PromptTokens(const ChatPrompt& prompt) const;
 
   bool uses_chat() const { return chat_; }
   const TaskRegistry& tasks() const { return tasks_; }
@@ -79,7 +82,7 @@ class Node {
 
  private:
   // Sets every field but task, input, prompt_tokens, total_ms; `engine_ms` gets the time in Eval.
-  TaskResult ScoreLabels(const TaskSpec& spec, const std::string& prompt_text, const std::vector<int32_t>& prompt,
+  TaskResult ScoreLabels(const TaskSpec& spec, const ChatPrompt& prompt_parts, const std::vector<int32_t>& prompt,
                          double& engine_ms);
 
   const Model& model_;

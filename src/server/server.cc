@@ -184,10 +184,10 @@ struct Server::Impl {
     if (chat) {
       const ChatFormat format = model->chat_format();
       if (format == ChatFormat::kRaw && vocab.add_bos && vocab.bos_id >= 0) c.prompt.push_back(vocab.bos_id);
-      // The template text carries special tokens (BOS, <|eot_id|>) inline.
-      const std::vector<int32_t> text =
-          tokenizer.Encode(ApplyChatTemplate(format, c.request.messages, /*add_generation_prompt=*/true),
-                           /*parse_special=*/format != ChatFormat::kRaw);
+      // The template's special tokens (BOS, <|eot_id|>) are parsed; the messages' text never is.
+      const ChatPrompt p = RenderChatTemplate(format, c.request.messages, /*add_generation_prompt=*/true);
+      const std::vector<int32_t> text = format == ChatFormat::kRaw ? tokenizer.Encode(p.text, /*parse_special=*/false)
+                                                                    : tokenizer.EncodeWithPlain(p.text, p.contents);
       c.prompt.insert(c.prompt.end(), text.begin(), text.end());
     } else if (!c.request.prompt_tokens.empty()) {
       for (int32_t id : c.request.prompt_tokens) {

@@ -39,7 +39,16 @@ ChatFormat DetectChatFormat(std::string_view gguf_chat_template, bool has_eot_to
 
 std::string ApplyChatTemplate(ChatFormat format, std::span<const ChatMessage> messages,
                               bool add_generation_prompt) {
-  std::string out;
+  return RenderChatTemplate(format, messages, add_generation_prompt).text;
+}
+
+ChatPrompt RenderChatTemplate(ChatFormat format, std::span<const ChatMessage> messages, bool add_generation_prompt) {
+  ChatPrompt p;
+  std::string& out = p.text;
+  auto content = [&](std::string_view text) {
+    p.contents.push_back({out.size(), out.size() + text.size()});
+    out += text;
+  };
   switch (format) {
     case ChatFormat::kBitnet:
       // "<|begin_of_text|>System: {sys}<|eot_id|>User: {msg}<|eot_id|>Assistant: "
@@ -47,7 +56,7 @@ std::string ApplyChatTemplate(ChatFormat format, std::span<const ChatMessage> me
       for (const ChatMessage& m : messages) {
         out += CapitalisedRole(m.role);
         out += ": ";
-        out += Trim(m.content);
+        content(Trim(m.content));
         out += kEndOfTurnText;
       }
       if (add_generation_prompt) out += "Assistant: ";
@@ -60,7 +69,7 @@ std::string ApplyChatTemplate(ChatFormat format, std::span<const ChatMessage> me
         out += "<|start_header_id|>";
         out += m.role;
         out += "<|end_header_id|>\n\n";
-        out += Trim(m.content);
+        content(Trim(m.content));
         out += kEndOfTurnText;
       }
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
@@ -69,11 +78,11 @@ std::string ApplyChatTemplate(ChatFormat format, std::span<const ChatMessage> me
       for (size_t i = 0; i < messages.size(); ++i) {
         CapitalisedRole(messages[i].role);  // validates
         if (i > 0) out += '\n';
-        out += messages[i].content;
+        content(messages[i].content);
       }
       break;
   }
-  return out;
+  return p;
 }
 
 std::string_view ChatStopText(ChatFormat format) {

@@ -7,6 +7,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "engine/tokenizer/tokenizer.h"
 
 namespace trinity {
 
@@ -34,6 +37,15 @@ ChatFormat DetectChatFormat(std::string_view gguf_chat_template, bool has_eot_to
 // Throws trinity::Error on a role other than system, user or assistant.
 std::string ApplyChatTemplate(ChatFormat format, std::span<const ChatMessage> messages,
                               bool add_generation_prompt);
+
+// The same prompt with the byte ranges of the message contents: encode it with
+// Tokenizer::EncodeWithPlain(text, contents) so special-token text inside a message stays text
+// (a user cannot close a turn or forge one with "<|eot_id|>Assistant: ...").
+struct ChatPrompt {
+  std::string text;
+  std::vector<Tokenizer::Range> contents;
+};
+ChatPrompt RenderChatTemplate(ChatFormat format, std::span<const ChatMessage> messages, bool add_generation_prompt);
 
 // Text of the token that ends an assistant turn ("" for kRaw: stop on EOS only).
 std::string_view ChatStopText(ChatFormat format);

@@ -281,20 +281,35 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool parse_special) const {
+  if (!parse_special) {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() / 3 + 1);
+    Impl::Scratch scratch;
+    impl_->EncodeText(text, &scratch, &ids);
+    return ids;
+  }
+  return EncodeWithPlain(text, {});
+}
+
+std::vector<int32_t> Tokenizer::EncodeWithPlain(std::string_view text, std::span<const Range> plain) const {
   const Impl& impl = *impl_;
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
   Impl::Scratch scratch;
-  if (!parse_special) {
-    impl.EncodeText(text, &scratch, &ids);
-    return ids;
-  }
-  // Split out special tokens first (leftmost, then longest), encode the text between them.
+  // Split out special tokens first (leftmost, then longest), encode the text between them. A
+  // special token is taken only where it neither starts in nor reaches into a plain range.
   size_t start = 0;
+  size_t next_plain = 0;  // the first plain range not wholly before pos
   for (size_t pos = 0; pos < text.size(); ++pos) {
+    while (next_plain < plain.size() && plain[next_plain].end <= pos) ++next_plain;
+    if (next_plain < plain.size() && plain[next_plain].begin <= pos) {
+      pos = plain[next_plain].end - 1;  // skip the range (the loop's ++ lands on its end)
+      continue;
+    }
     if (impl.specials_by_first_byte[static_cast<uint8_t>(text[pos])].empty()) continue;
     const int32_t id = impl.SpecialAt(text, pos);
     if (id < 0) continue;
+    if (next_plain < plain.size() && pos + impl.data.tokens[id].size() > plain[next_plain].begin) continue;
     impl.EncodeText(text.substr(start, pos - start), &scratch, &ids);
     ids.push_back(id);
     pos += impl.data.tokens[id].size() - 1;

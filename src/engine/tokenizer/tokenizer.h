@@ -58,6 +58,16 @@ class Tokenizer {
   // Never adds BOS. With parse_special, the text of control/user-defined tokens (e.g.
   // "<|eot_id|>") becomes that token; without, it is encoded as plain text.
   std::vector<int32_t> Encode(std::string_view text, bool parse_special) const;
+  // Byte range [begin, end) of a text.
+  struct Range {
+    size_t begin = 0;
+    size_t end = 0;
+  };
+  // Encode(text, parse_special = true), except that special-token text inside the `plain` ranges
+  // (sorted, disjoint: e.g. the messages inside a chat template) is encoded as plain text, so what
+  // a user writes can never become a control token such as <|eot_id|>. Text outside special tokens
+  // is tokenised exactly as Encode does.
+  std::vector<int32_t> EncodeWithPlain(std::string_view text, std::span<const Range> plain) const;
   // Raw bytes of the tokens, concatenated (control tokens render as their text only when
   // render_special is true).
   std::string Decode(std::span<const int32_t> ids, bool render_special = false) const;
