@@ -64,9 +64,16 @@ is_number() { [[ $1 =~ ^[0-9]+$ ]]; }
 # A port is taken when something accepts connections on it.
 port_in_use() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
+# A free port for HAProxy: random in the ephemeral range until nothing answers on it (bash only:
+# starting python takes seconds on a loaded machine). A race with another process is reported by
+# HAProxy failing to bind.
 free_port() {
-  command -v python3 > /dev/null || die "python3 is needed to pick a free port (or give --port)"
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 30000))
+    port_in_use "$p" || { echo "$p"; return; }
+  done
+  die "no free port found"
 }
 
 find_trinity() {
@@ -96,18 +103,21 @@ alive() {
 pid_of() { cat "$DIR/$1.pid" 2> /dev/null || true; }
 n_nodes() { cat "$DIR/nodes" 2> /dev/null || echo 0; }
 
-# Starts node I (1-based) with its saved arguments, on PORT (0 = any free one); waits until it has
-# loaded its model and prints its port.
-start_node() {
+# Starts node I (1-based) with the saved arguments, on PORT (0 = any free one); wait_node then
+# waits until it has loaded its model and saves its port. Nodes load their models in parallel.
+launch_node() {
   local i=$1 port=$2 log="$DIR/node$1.log"
   local -a args
   mapfile -t args < "$DIR/serve.args"
   if [ "$port" != 0 ] && port_in_use "$port"; then die "node $i: port $port is in use"; fi
   : > "$log"
   "$(cat "$DIR/trinity")" serve --host 127.0.0.1 --port "$port" "${args[@]}" < /dev/null >> "$log" 2>&1 &
-  local pid=$!
-  echo "$pid" > "$DIR/node$i.pid"
-  local waited=0
+  echo $! > "$DIR/node$i.pid"
+}
+
+wait_node() {
+  local i=$1 log="$DIR/node$1.log" pid waited=0
+  pid=$(pid_of "node$i")
   until grep -q "on http://" "$log"; do
     if ! alive "$pid"; then
       die "node $i failed to start ($log):"$'\n'"$(tail -n 5 "$log")"
@@ -119,24 +129,19 @@ start_node() {
     sleep 0.1
     waited=$((waited + 1))
   done
-  port=$(grep -o "on http://[0-9.]*:[0-9]*" "$log" | head -n 1 | sed 's/.*://')
-  echo "$port" > "$DIR/node$i.port"
+  grep -o "on http://[0-9.]*:[0-9]*" "$log" | head -n 1 | sed 's/.*://' > "$DIR/node$i.port"
 }
 
-# HAProxy's state of each node from the statistics CSV: "node1 UP", "node2 DOWN", ...
+# HAProxy's state of each node from the statistics CSV: "node1 UP", "node2 DOWN", ... (HTTP over
+# bash's /dev/tcp: no curl or python needed).
 haproxy_states() {
-  local url
-  url="$(cat "$DIR/stats_url" 2> /dev/null)/stats;csv" || return 1
-  python3 - "$url" <<'PY'
-import csv, sys, urllib.request
-try:
-    rows = csv.reader(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines())
-except OSError as e:
-    sys.exit(f"cluster: HAProxy statistics unavailable: {e}")
-for r in rows:
-    if len(r) > 17 and r[0] == "trinity_nodes" and r[1] not in ("BACKEND", "FRONTEND"):
-        print(r[1], r[17].split(" ")[0])
-PY
+  local addr
+  addr=$(sed 's|^http://||' "$DIR/stats_url" 2> /dev/null) || return 1
+  (
+    exec 3<> "/dev/tcp/${addr%:*}/${addr##*:}" || exit 1
+    printf 'GET /stats;csv HTTP/1.0\r\nHost: stats\r\n\r\n' >&3
+    cat <&3
+  ) 2> /dev/null | awk -F, '$1 == "trinity_nodes" && $2 != "BACKEND" && $2 != "FRONTEND" { split($18, s, " "); print $2, s[1] }'
 }
 
 stop_pid() {  # stop_pid NAME SIGNAL: signal a saved pid and wait for it to exit
@@ -182,8 +187,11 @@ cmd_start() {
   trap 'echo "cluster: start failed, stopping what started" >&2; cmd_stop > /dev/null 2>&1' EXIT
   local -a addrs=()
   for i in $(seq "$n"); do
-    start_node "$i" 0
+    launch_node "$i" 0
     echo "$i" > "$DIR/nodes"
+  done
+  for i in $(seq "$n"); do
+    wait_node "$i"
     addrs+=("127.0.0.1:$(cat "$DIR/node$i.port")")
   done
 
@@ -249,7 +257,8 @@ cmd_node() {
   case $action in
     start)
       alive "$pid" && die "node $i is running (pid $pid)"
-      start_node "$i" "$(cat "$DIR/node$i.port")"
+      launch_node "$i" "$(cat "$DIR/node$i.port")"
+      wait_node "$i"
       echo "cluster: node$i restarted, pid $(pid_of "node$i")" ;;
     stop) stop_pid "node$i" TERM; echo "cluster: node$i drained and stopped" ;;
     kill) alive "$pid" && kill -9 "$pid"; echo "cluster: node$i killed" ;;
