@@ -64,13 +64,15 @@ is_number() { [[ $1 =~ ^[0-9]+$ ]]; }
 # A port is taken when something accepts connections on it.
 port_in_use() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
-# A free port for HAProxy: random in the ephemeral range until nothing answers on it (bash only:
-# starting python takes seconds on a loaded machine). A race with another process is reported by
-# HAProxy failing to bind.
+# A free port for HAProxy (bash only: starting python takes seconds on a loaded machine): random,
+# below the kernel's range for outgoing connections, until nothing answers on it. A race with
+# another process shows as HAProxy failing to bind; start then tries other ports.
 free_port() {
-  local p
+  local low p
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || echo 32768)
+  [ "$low" -gt 12000 ] || low=32768
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (low - 10000)))
     port_in_use "$p" || { echo "$p"; return; }
   done
   die "no free port found"
@@ -179,6 +181,10 @@ cmd_start() {
   if [ "$PORT" != 0 ] && port_in_use "$PORT"; then die "port $PORT is in use (choose another with --port, 0 = any free)"; fi
   if [ "$STATS_PORT" != 0 ] && port_in_use "$STATS_PORT"; then die "statistics port $STATS_PORT is in use (--stats-port)"; fi
 
+  # The state directory is emptied: only when it is one (or empty), never a directory given by mistake.
+  if [ -d "$DIR" ] && [ ! -f "$DIR/nodes" ] && [ -n "$(ls -A "$DIR")" ]; then
+    die "$DIR is not empty and holds no cluster state: choose another --dir"
+  fi
   rm -rf "$DIR"
   mkdir -p "$DIR"
   echo "$TRINITY_BIN" > "$DIR/trinity"
@@ -195,22 +201,36 @@ cmd_start() {
     addrs+=("127.0.0.1:$(cat "$DIR/node$i.port")")
   done
 
-  [ "$PORT" != 0 ] || PORT=$(free_port)
-  [ "$STATS_PORT" != 0 ] || STATS_PORT=$(free_port)
-  render_config "127.0.0.1:$PORT" "127.0.0.1:$STATS_PORT" "$PARALLEL" "${addrs[@]}" > "$DIR/haproxy.cfg"
-  haproxy -c -q -f "$DIR/haproxy.cfg" || die "the generated $DIR/haproxy.cfg is invalid"
-  haproxy -db -f "$DIR/haproxy.cfg" < /dev/null >> "$DIR/haproxy.log" 2>&1 &
-  echo $! > "$DIR/haproxy.pid"
-  echo "http://127.0.0.1:$PORT" > "$DIR/url"
-  echo "http://127.0.0.1:$STATS_PORT" > "$DIR/stats_url"
-  # Ready when HAProxy answers and has seen every node pass its health check.
-  local up=0
-  for _ in $(seq $((READY_TIMEOUT_S * 10))); do
-    alive "$(pid_of haproxy)" || die "haproxy failed to start ($DIR/haproxy.log):"$'\n'"$(tail -n 5 "$DIR/haproxy.log")"
-    up=$(haproxy_states 2> /dev/null | grep -c " UP$" || true)
-    [ "$up" -eq "$n" ] && break
-    sleep 0.1
+  local port=$PORT stats_port=$STATS_PORT up=0
+  for attempt in 1 2 3; do
+    [ "$PORT" != 0 ] || port=$(free_port)
+    [ "$STATS_PORT" != 0 ] || stats_port=$(free_port)
+    render_config "127.0.0.1:$port" "127.0.0.1:$stats_port" "$PARALLEL" "${addrs[@]}" > "$DIR/haproxy.cfg"
+    haproxy -c -q -f "$DIR/haproxy.cfg" || die "the generated $DIR/haproxy.cfg is invalid"
+    : > "$DIR/haproxy.log"
+    haproxy -db -f "$DIR/haproxy.cfg" < /dev/null >> "$DIR/haproxy.log" 2>&1 &
+    echo $! > "$DIR/haproxy.pid"
+    echo "http://127.0.0.1:$port" > "$DIR/url"
+    echo "http://127.0.0.1:$stats_port" > "$DIR/stats_url"
+    # Ready when HAProxy answers and has seen every node pass its health check.
+    for _ in $(seq $((READY_TIMEOUT_S * 10))); do
+      alive "$(pid_of haproxy)" || break
+      up=$(haproxy_states 2> /dev/null | grep -c " UP$" || true)
+      [ "$up" -eq "$n" ] && break 2
+      sleep 0.1
+    done
+    if ! alive "$(pid_of haproxy)"; then
+      if grep -q "Address already in use" "$DIR/haproxy.log" && { [ "$PORT" = 0 ] || [ "$STATS_PORT" = 0 ]; } &&
+         [ "$attempt" -lt 3 ]; then
+        echo "cluster: a port was taken meanwhile; trying others" >&2
+        continue
+      fi
+      die "haproxy failed to start ($DIR/haproxy.log):"$'\n'"$(tail -n 5 "$DIR/haproxy.log")"
+    fi
+    break
   done
+  PORT=$port
+  STATS_PORT=$stats_port
   [ "$up" -eq "$n" ] || die "HAProxy sees $up of $n nodes up after ${READY_TIMEOUT_S} s ($DIR)"
   trap - EXIT
   echo "cluster: $n node(s) x $PARALLEL slot(s) behind HAProxy on http://127.0.0.1:$PORT" \

@@ -28,6 +28,9 @@ expect_error() {  # expect_error PATTERN COMMAND...: fails, and says PATTERN on 
 CLUSTER=(deploy/cluster.sh --dir "$WORK/cluster" --trinity "$TRINITY")
 expect_error "N must be a number" "${CLUSTER[@]}" start three
 expect_error "not HOST:PORT" deploy/cluster.sh config localhost
+mkdir -p "$WORK/notes" && touch "$WORK/notes/keep"
+expect_error "holds no cluster state" deploy/cluster.sh --dir "$WORK/notes" --trinity "$TRINITY" start 1
+[ -f "$WORK/notes/keep" ]
 expect_error "haproxy is not installed" env PATH=/usr/bin:/bin "${CLUSTER[@]}" start 1
 expect_error "is not an executable" deploy/cluster.sh --dir "$WORK/cluster" --trinity /nonexistent/trinity start 1
 expect_error "node 1 failed to start" "${CLUSTER[@]}" start 1 --port 0 -- -m "$WORK/missing.gguf"
