@@ -12,7 +12,7 @@ usage:
       --port P        HAProxy's port on 127.0.0.1 (default 8080; 0 = any free port)
       --stats-port P  HAProxy's statistics page /stats and /metrics (default 0 = any free port)
       --parallel P    slots per node (trinity serve --parallel; HAProxy maxconn) (default 1)
-      --threads T     threads per slot (trinity serve -t) (default 1)
+      --threads T     forward-pass threads per node (trinity serve -t) (default 1)
       SERVE_ARGS      passed to every `trinity serve` (e.g. -m MODEL -c 512)
   deploy/cluster.sh stop                 SIGTERM every node (they drain), then stop HAProxy
   deploy/cluster.sh status               processes and HAProxy's view of each node
