@@ -93,6 +93,7 @@ struct Server::Impl {
   ServerOptions options;
   httplib::Server http;
   std::thread listener;
+  std::atomic<bool> listener_done{false};  // listen_after_bind() returned
   int port = 0;
   std::atomic<State> state{State::kStarting};
   std::unique_ptr<Model> model;
@@ -620,7 +621,10 @@ int Server::Start() {
     s.port = o.port;
   }
   s.state = State::kLoading;
-  s.listener = std::thread([&s] { s.http.listen_after_bind(); });
+  s.listener = std::thread([&s] {
+    s.http.listen_after_bind();
+    s.listener_done = true;
+  });
   try {
     s.model = Model::Load(o.model_path);
     SchedulerOptions so;
@@ -660,6 +664,11 @@ void Server::Stop() {
   s.state = State::kStopped;
   // The scheduler first: waiting handlers get their jobs' ends, so httplib's threads can join.
   if (s.scheduler) s.scheduler->Shutdown();
+  // httplib's stop() does nothing before the listener thread has started listening, which then
+  // runs forever: a model that fails to load at once (a missing file) hung the process.
+  while (s.listener.joinable() && !s.http.is_running() && !s.listener_done) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   s.http.stop();
   if (s.listener.joinable()) s.listener.join();
 }
