@@ -29,6 +29,29 @@
 
 namespace trinity {
 
+const char* DeviceName(Device device) {
+  switch (device) {
+    case Device::kCpu: return "cpu";
+    case Device::kCuda: return "cuda";
+    case Device::kAuto: return "auto";
+  }
+  return "?";
+}
+
+Device ParseDevice(const std::string& name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda" || name == "gpu") return Device::kCuda;
+  if (name == "auto") return Device::kAuto;
+  Fail("unknown device \"{}\": expected cpu, cuda or auto", name);
+}
+
+Device ResolveDevice(Device device) {
+  if (device != Device::kAuto) return device;
+  return cuda::DeviceCount() > 0 ? Device::kCuda : Device::kCpu;
+}
+
+Context::~Context() = default;
+
 Context::Context(const Model& model, ContextOptions options)
     : model_(model),
       config_(model.config()),
@@ -37,6 +60,13 @@ Context::Context(const Model& model, ContextOptions options)
       kernels_(options.reference ? &kernels::RefKernels() : &kernels::GetCpuKernels(options.cpu_path.value_or(kernels::ActiveCpuPath()))) {
   if (n_ctx_ <= 0 || n_ctx_ > (int64_t{1} << 20)) Fail("context size {} is out of range", n_ctx_);
   const ModelConfig& c = config_;
+  if (!options.reference && ResolveDevice(options.device) == Device::kCuda) {
+    cuda::ForwardOptions o;
+    o.n_ctx = n_ctx_;
+    gpu_ = cuda::CreateForward(model, o);
+    logits_.resize(c.n_vocab);
+    return;  // the CPU KV cache and scratch are not needed
+  }
   const size_t kv = static_cast<size_t>(c.n_layer * n_ctx_ * c.n_embd_kv());
   k_cache_.assign(kv, 0.0f);
   v_cache_.assign(kv, 0.0f);
@@ -95,6 +125,12 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
     if (t < 0 || t >= config_.n_vocab) Fail("token id {} is out of range [0, {})", t, config_.n_vocab);
   }
   if (all_logits) all_logits->resize(tokens.size() * static_cast<size_t>(config_.n_vocab));
+  if (gpu_) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    gpu_->Eval(0, tokens.data(), n, n_past_, logits_.data(), all_logits ? all_logits->data() : nullptr, nullptr);
+    n_past_ += n;
+    return logits_;
+  }
   if (!reference_) {
     const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t i = 0; i < n; i += kMaxBatch) {
