@@ -182,13 +182,16 @@ struct BenchFlags {
   int64_t n_prompt = 512, n_gen = 128;
   int repetitions = 1;
   int64_t bandwidth_mib = 512;
+  int n_seq = 0;  // --batch: batched decode of this many sequences (GPU)
   SamplingParams sampling;
+  std::string device = "auto";
 };
 
 NodeOptions MakeNodeOptions(const BenchFlags& f) {
   NodeOptions options;
   options.context.n_ctx = f.n_ctx;
   options.context.n_threads = f.threads;
+  options.context.device = ParseDevice(f.device);
   options.prompt_mode = node::ParsePromptMode(f.prompt_mode);
   options.free_text = f.free_text;
   options.sampling = f.sampling;
@@ -408,33 +411,58 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.threads = f.threads;
   options.repetitions = f.repetitions;
   options.bandwidth_bytes = f.bandwidth_mib << 20;
+  options.device = ParseDevice(f.device);
+  options.n_seq = f.n_seq;
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
+  const bool gpu = r.device == Device::kCuda;
   if (f.json) {
     const nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
                               {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
-                              {"roofline_pct", r.roofline_pct}, {"threads", r.threads}};
+                              {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
+                              {"device", DeviceName(r.device)}, {"device_name", r.device_name},
+                              {"pp_ms", r.pp_tok_per_s > 0 ? f.n_prompt * 1e3 / r.pp_tok_per_s : 0.0},
+                              {"tg_greedy_tok_per_s", r.tg_greedy_tok_per_s}, {"n_seq", r.n_seq},
+                              {"tg_batch_tok_per_s", r.tg_batch_tok_per_s}};
     std::printf("%s\n", Dump(j).c_str());
     return;
   }
   const double mib = static_cast<double>(r.bytes_per_token) / (1 << 20);
   std::vector<std::vector<std::string>> rows;
   const std::string name = model->config().name.empty() ? "model" : model->config().name;
+  const std::string backend = gpu ? "CUDA" : "CPU";
+  const std::string threads = gpu ? "-" : std::to_string(r.threads);
   if (f.n_prompt > 0) {
-    rows.push_back({name, fmt::format("{:.2f} MiB", mib), "CPU", std::to_string(r.threads),
+    rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
                     fmt::format("pp{}", f.n_prompt), fmt::format("{:.2f}", r.pp_tok_per_s)});
   }
   if (f.n_gen > 0) {
-    rows.push_back({name, fmt::format("{:.2f} MiB", mib), "CPU", std::to_string(r.threads),
+    rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
                     fmt::format("tg{}", f.n_gen), fmt::format("{:.2f}", r.tg_tok_per_s)});
+    if (gpu) {
+      rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
+                      fmt::format("tg{} greedy on GPU", f.n_gen), fmt::format("{:.2f}", r.tg_greedy_tok_per_s)});
+    }
+    if (gpu && r.n_seq > 0) {
+      rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
+                      fmt::format("tg{} x{} seqs (aggregate)", f.n_gen, r.n_seq), fmt::format("{:.2f}", r.tg_batch_tok_per_s)});
+    }
   }
   std::printf("%s", Table({"model", "weights/token", "backend", "threads", "test", "t/s"},
                           {false, true, false, true, false, true}, rows)
                         .c_str());
   const double ceiling = r.bytes_per_token > 0 ? r.read_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
   std::printf("\nbytes read per token: %s (%.2f MiB)\n", Grouped(static_cast<double>(r.bytes_per_token)).c_str(), mib);
-  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
-              static_cast<long long>(f.bandwidth_mib));
-  std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  if (gpu) {
+    std::printf("device: %s\n", r.device_name.c_str());
+    std::printf("device copy bandwidth: %.2f GB/s (read + write, %lld MiB buffer)\n", r.read_gbps,
+                static_cast<long long>(f.bandwidth_mib));
+    if (f.n_prompt > 0 && r.pp_tok_per_s > 0) std::printf("pp%lld: %.2f ms\n", static_cast<long long>(f.n_prompt), f.n_prompt * 1e3 / r.pp_tok_per_s);
+    std::printf("roofline: %.1f tok/s; greedy tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  } else {
+    std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
+                static_cast<long long>(f.bandwidth_mib));
+    std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  }
 }
 
 }  // namespace
@@ -467,6 +495,7 @@ bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args) {
   NodeOptions options;
   options.context.n_ctx = args.n_ctx;
   options.context.n_threads = args.threads;
+  options.context.device = ParseDevice(args.device);
   options.prompt_mode = node::ParsePromptMode(flags.prompt_mode);
   options.free_text = flags.free_text;
   Node node(*model, std::move(tasks), options);
@@ -513,6 +542,9 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("-n,--n-gen", f->n_gen, "--engine: generated tokens (tg)")->capture_default_str();
   cmd->add_option("-r,--repetitions", f->repetitions, "--engine: repetitions averaged")->capture_default_str();
   cmd->add_option("--bw-mib", f->bandwidth_mib, "--engine: bandwidth-benchmark buffer (MiB)")->capture_default_str();
+  cmd->add_option("--batch", f->n_seq, "--engine on a GPU: also decode this many sequences at once (aggregate tok/s)")
+      ->capture_default_str();
+  AddDeviceFlag(*cmd, f->device);
   AddSamplingFlags(*cmd, f->sampling);
   cmd->callback([f] {
     Validate(f->sampling);

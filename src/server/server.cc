@@ -623,6 +623,7 @@ int Server::Start() {
     int threads = o.n_threads;
     if (threads <= 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / so.n_parallel);
     so.node.context = ContextOptions(o.n_ctx, threads);
+    so.node.context.device = o.device;
     so.node.prompt_mode = o.prompt_mode;
     so.node.sampling = o.sampling;
     if (!o.tasks_config.empty()) so.tasks.LoadFile(o.tasks_config);

@@ -34,6 +34,11 @@ int DeviceCount();
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)", or "" when there is none.
 std::string DeviceDescription(int device = 0);
 
+// Device-to-device copy bandwidth of `bytes` (best of several copies), counting bytes read plus
+// bytes written, in 1e9 bytes/s: the memory roofline a decode step is measured against. 0 when
+// there is no device.
+double MeasureCopyGbps(int device, int64_t bytes);
+
 struct ForwardOptions {
   int64_t n_ctx = 0;       // positions per sequence (required)
   int n_seq = 1;           // sequences with a KV cache each (batched decode)

@@ -15,6 +15,7 @@
 // Decode steps (one row per sequence) are captured once per row count as a CUDA graph: every
 // kernel reads tokens/positions/sequences from device memory, so the graph is replayed as is.
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cmath>
@@ -42,10 +43,28 @@ void Check(cudaError_t e, const char* what) {
 }
 #define TRINITY_CU(call) Check((call), #call)
 
+// Everything a CudaForward holds on the device, released here so that a constructor that throws
+// half-way (out of memory, say) leaks nothing: members are destroyed even then.
+struct DeviceResources {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  std::vector<void*> allocations;
+  void* pinned = nullptr;
+  std::map<int64_t, cudaGraphExec_t> graphs;  // decode step by row count
+  ~DeviceResources() {
+    cudaSetDevice(device);
+    if (stream) cudaStreamSynchronize(stream);
+    for (auto& [n, exec] : graphs) cudaGraphExecDestroy(exec);
+    for (void* p : allocations) cudaFree(p);
+    if (pinned) cudaFreeHost(pinned);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
 class CudaForward final : public Forward {
  public:
   CudaForward(const Model& model, const ForwardOptions& options);
-  ~CudaForward() override;
+  ~CudaForward() override = default;
 
   void Eval(int seq, const int32_t* tokens, int64_t n, int64_t pos, float* last_logits, float* all_logits,
             int32_t* greedy) override;
@@ -55,7 +74,7 @@ class CudaForward final : public Forward {
     TRINITY_CU(cudaSetDevice(device_));
     TRINITY_CU(cudaStreamSynchronize(stream_));
   }
-  int graphs_built() const override { return static_cast<int>(graphs_.size()); }
+  int graphs_built() const override { return static_cast<int>(res_.graphs.size()); }
   uint64_t device_bytes() const override { return device_bytes_; }
 
  private:
@@ -76,7 +95,7 @@ class CudaForward final : public Forward {
       Fail("CUDA: cannot allocate {:.1f} MiB of device memory ({} held so far): {}", static_cast<double>(bytes) / (1 << 20),
            device_bytes_, cudaGetErrorString(e));
     }
-    allocations_.push_back(p);
+    res_.allocations.push_back(p);
     device_bytes_ += bytes;
     return static_cast<T*>(p);
   }
@@ -99,6 +118,7 @@ class CudaForward final : public Forward {
     return static_cast<int>(std::clamp<int64_t>(part_slots_ / rows, 1, n_dec_splits_));
   }
 
+  DeviceResources res_;  // first: destroyed last
   const Model& model_;
   ModelConfig c_;
   int device_ = 0;
@@ -106,8 +126,7 @@ class CudaForward final : public Forward {
   int64_t n_kv_ = 0, wide_ = 0, qkv_w_ = 0;
   int64_t n_dec_splits_ = 1, part_slots_ = 0;
   bool use_graphs_ = true;
-  cudaStream_t stream_ = nullptr;
-  std::vector<void*> allocations_;
+  cudaStream_t stream_ = nullptr;  // == res_.stream
   uint64_t device_bytes_ = 0;
 
   std::vector<Layer> layers_;
@@ -122,20 +141,17 @@ class CudaForward final : public Forward {
   int8_t* q8_ = nullptr;
   int32_t *q_sums_ = nullptr, *ids_ = nullptr;
   int32_t* d_meta_ = nullptr;  // [3][max_rows]: tokens, pos, seq
-  int32_t* h_meta_ = nullptr;  // pinned host copy
-  std::map<int64_t, cudaGraphExec_t> graphs_;  // decode step by row count
+  int32_t* h_meta_ = nullptr;  // pinned host copy (res_.pinned)
 };
 
 CudaForward::CudaForward(const Model& model, const ForwardOptions& o) : model_(model), c_(model.config()) {
   const ModelConfig& c = c_;
   device_ = o.device;
-  int n_dev = 0;
-  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
-    cudaGetLastError();
-    Fail("--device cuda: no CUDA device is available");
-  }
+  const int n_dev = DeviceCount();
+  if (n_dev == 0) Fail("--device cuda: no CUDA device is available (no driver, or no GPU)");
   if (device_ < 0 || device_ >= n_dev) Fail("CUDA device {} does not exist ({} found)", device_, n_dev);
   TRINITY_CU(cudaSetDevice(device_));
+  res_.device = device_;
   cudaDeviceProp prop{};
   TRINITY_CU(cudaGetDeviceProperties(&prop, device_));
   if (prop.major < 8) Fail("CUDA device {} is sm_{}{}: the kernels need sm_80 or newer", prop.name, prop.major, prop.minor);
@@ -160,7 +176,8 @@ CudaForward::CudaForward(const Model& model, const ForwardOptions& o) : model_(m
   part_slots_ = std::max<int64_t>(max_rows_, 64 * n_dec_splits_);
   const char* graphs_env = std::getenv("TRINITY_CUDA_GRAPHS");
   use_graphs_ = o.graphs && !(graphs_env && std::strcmp(graphs_env, "0") == 0);
-  TRINITY_CU(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  TRINITY_CU(cudaStreamCreateWithFlags(&res_.stream, cudaStreamNonBlocking));
+  stream_ = res_.stream;
 
   // Weights.
   for (const LayerWeights& l : model.layers()) {
@@ -217,21 +234,11 @@ CudaForward::CudaForward(const Model& model, const ForwardOptions& o) : model_(m
   part_o_ = Alloc<float>(static_cast<size_t>(part_slots_ * c.n_head * c.head_dim));
   part_ml_ = Alloc<float>(static_cast<size_t>(part_slots_ * c.n_head * 2));
   d_meta_ = Alloc<int32_t>(3 * r);
-  void* pinned = nullptr;
-  TRINITY_CU(cudaMallocHost(&pinned, 3 * r * sizeof(int32_t)));
-  h_meta_ = static_cast<int32_t*>(pinned);
+  TRINITY_CU(cudaMallocHost(&res_.pinned, 3 * r * sizeof(int32_t)));
+  h_meta_ = static_cast<int32_t*>(res_.pinned);
   TRINITY_CU(cudaMemset(k_, 0, static_cast<size_t>(n_seq_ * seq_stride_) * sizeof(float)));
   TRINITY_CU(cudaMemset(v_, 0, static_cast<size_t>(n_seq_ * seq_stride_) * sizeof(float)));
   TRINITY_CU(cudaDeviceSynchronize());
-}
-
-CudaForward::~CudaForward() {
-  cudaSetDevice(device_);
-  if (stream_) cudaStreamSynchronize(stream_);
-  for (auto& [n, exec] : graphs_) cudaGraphExecDestroy(exec);
-  for (void* p : allocations_) cudaFree(p);
-  if (h_meta_) cudaFreeHost(h_meta_);
-  if (stream_) cudaStreamDestroy(stream_);
 }
 
 TernaryDev CudaForward::UploadTernary(std::initializer_list<const TernaryWeight*> parts) {
@@ -415,8 +422,8 @@ void CudaForward::Decode(int64_t n, const int32_t* tokens, const int32_t* seqs, 
   }
   Stage(n);
   if (use_graphs_) {
-    auto it = graphs_.find(n);
-    if (it == graphs_.end()) {
+    auto it = res_.graphs.find(n);
+    if (it == res_.graphs.end()) {
       cudaGraph_t graph = nullptr;
       TRINITY_CU(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
       try {
@@ -432,7 +439,7 @@ void CudaForward::Decode(int64_t n, const int32_t* tokens, const int32_t* seqs, 
       const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
       cudaGraphDestroy(graph);
       Check(e, "cudaGraphInstantiate");
-      it = graphs_.emplace(n, exec).first;
+      it = res_.graphs.emplace(n, exec).first;
     }
     TRINITY_CU(cudaGraphLaunch(it->second, stream_));
   } else {
@@ -452,6 +459,15 @@ void CudaForward::Decode(int64_t n, const int32_t* tokens, const int32_t* seqs, 
 bool Built() { return true; }
 
 int DeviceCount() {
+  // No driver library, no device: answer without starting the CUDA runtime (machines without a
+  // GPU, CI, sanitizer runs never initialise it).
+  static const bool have_driver = [] {
+    void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (driver == nullptr) return false;
+    dlclose(driver);
+    return true;
+  }();
+  if (!have_driver) return 0;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();  // clear: no driver / no device is not an error here
@@ -466,6 +482,38 @@ std::string DeviceDescription(int device) {
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "";
   return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB)", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
                      static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+}
+
+double MeasureCopyGbps(int device, int64_t bytes) {
+  if (device < 0 || device >= DeviceCount()) return 0.0;
+  TRINITY_CU(cudaSetDevice(device));
+  const size_t n = static_cast<size_t>(std::max<int64_t>(bytes, 1 << 20));
+  void *a = nullptr, *b = nullptr;
+  TRINITY_CU(cudaMalloc(&a, n));
+  if (cudaMalloc(&b, n) != cudaSuccess) {
+    cudaFree(a);
+    Fail("CUDA: cannot allocate the bandwidth test's buffers");
+  }
+  cudaMemset(a, 1, n);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  float best_ms = 0.0f;
+  for (int i = 0; i < 6; ++i) {  // the first is a warm-up
+    cudaEventRecord(start);
+    cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, start, stop);
+    if (i > 0 && (best_ms == 0.0f || ms < best_ms)) best_ms = ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(a);
+  cudaFree(b);
+  TRINITY_CU(cudaGetLastError());
+  return best_ms > 0.0f ? 2.0 * static_cast<double>(n) / (best_ms * 1e-3) / 1e9 : 0.0;
 }
 
 std::unique_ptr<Forward> CreateForward(const Model& model, const ForwardOptions& options) {

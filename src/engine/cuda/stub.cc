@@ -8,6 +8,7 @@ namespace trinity::cuda {
 bool Built() { return false; }
 int DeviceCount() { return 0; }
 std::string DeviceDescription(int) { return ""; }
+double MeasureCopyGbps(int, int64_t) { return 0.0; }
 
 std::unique_ptr<Forward> CreateForward(const Model&, const ForwardOptions&) {
   Fail("--device cuda: this trinity was built without CUDA (configure with -DTRINITY_CUDA=ON and nvcc installed)");

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (issue 6), sized for about 5 minutes on an H100 or H200:
+#   1. binaries: .gpu/ from bench/gpu/prepare.sh (carried), else a build here (16 cores, sm_90)
+#   2. cuda_kernels_test: every kernel against its CPU oracle (exact for the integer paths)
+#   3. engine_cuda_test on the tiny synthetic model: logits vs the CPU fast path, greedy 64
+#      tokens, batched decode, Reset/Truncate
+#   4. the 2B-4T shape (`trinity synth --shape 2b-4t`): the same engine test (CPU reference on
+#      this machine's cores), then `trinity bench --engine --device cuda` pp512 / tg128 and
+#      batched decode of 64 sequences
+#   5. compute-sanitizer memcheck over the kernel tests (when there is time)
+#   6. a table of the figures against the issue's targets
+# Logs go to $OUT (the device tool returns them); the table is printed last.
+#
+# Usage, from the repository root on the device machine:  bash bench/gpu/run.sh
+# Environment: SKIP_2B=1 skips step 4's correctness part; TRINITY_CUDA_NO_MMA=1 runs without the
+# tensor-core GEMM (dp4a GEMV only), to tell a GEMM bug from anything else.
+set -uo pipefail
+START=$(date +%s)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+OUT=${OUT:-/tmp/trinity-gpu-out}
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+note() { echo "== $*" | tee -a "$SUMMARY"; }
+elapsed() { echo $(($(date +%s) - START)); }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/gpu.txt"
+note "commit: $(cat .gpu/commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
+
+# ---- 1. binaries ---------------------------------------------------------------------------------
+BIN=""
+if [ -x .gpu/bin/trinity ]; then
+  export LD_LIBRARY_PATH="$ROOT/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if .gpu/bin/trinity --help >/dev/null 2>"$OUT/prebuilt.txt"; then
+    BIN=.gpu/bin
+    note "binaries: prebuilt (.gpu/)"
+  else
+    note "binaries: prebuilt ones do not start here: $(head -c 300 "$OUT/prebuilt.txt")"
+  fi
+fi
+if [ -z "$BIN" ]; then
+  note "binaries: building here (-DTRINITY_CUDA=ON, sm_90)"
+  if cmake -S . -B build-gpu -G Ninja -DTRINITY_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DTRINITY_BENCH=OFF \
+      >"$OUT/configure.txt" 2>&1 &&
+    cmake --build build-gpu -j16 --target trinity_cli cuda_kernels_test engine_cuda_test >"$OUT/build.txt" 2>&1; then
+    mkdir -p build-gpu/bin && cp build-gpu/trinity build-gpu/tests/cuda_kernels_test build-gpu/tests/engine_cuda_test build-gpu/bin/
+    BIN=build-gpu/bin
+    note "build: ok ($(elapsed) s)"
+  else
+    note "build failed: see configure.txt / build.txt"; tail -20 "$OUT/configure.txt" "$OUT/build.txt" 2>/dev/null
+    exit 1
+  fi
+fi
+
+# gtest_result NAME LOG: "passed / failed / skipped" counts from a GoogleTest log.
+gtest_result() {
+  local p f s
+  p=$(grep -c '^\[       OK \]' "$2"); f=$(grep -c '^\[  FAILED  \] [A-Za-z]*\.' "$2"); s=$(grep -c '^\[  SKIPPED \] [A-Za-z]*\.' "$2")
+  note "$1: $p passed, $f failed, $s skipped ($(elapsed) s)"
+}
+
+# ---- 2. kernels against the CPU oracles ----------------------------------------------------------
+timeout 150 "$BIN/cuda_kernels_test" >"$OUT/cuda_kernels_test.txt" 2>&1
+gtest_result cuda_kernels_test "$OUT/cuda_kernels_test.txt"
+grep -E '^(device:|.*Failure|.*FAILED|.*at [0-9]+:)' "$OUT/cuda_kernels_test.txt" | head -20
+
+# ---- 3. the forward pass on the tiny synthetic model ----------------------------------------------
+"$BIN/trinity" synth --shape tiny --seed 7 -f -o /tmp/synth-tiny.gguf >"$OUT/synth-tiny.txt" 2>&1
+TRINITY_TEST_MODEL=/tmp/synth-tiny.gguf timeout 150 "$BIN/engine_cuda_test" >"$OUT/engine_cuda_test_tiny.txt" 2>&1
+gtest_result "engine_cuda_test (tiny)" "$OUT/engine_cuda_test_tiny.txt"
+grep -E 'worst|greedy steps|Failure|FAILED' "$OUT/engine_cuda_test_tiny.txt" | head -24
+
+# ---- 4. 2B-4T shape: correctness, then the benchmark ----------------------------------------------
+MODEL=/tmp/synth-2b-4t.gguf
+timeout 150 "$BIN/trinity" synth --shape 2b-4t --seed 1 -f -o "$MODEL" >"$OUT/synth-2b.txt" 2>&1
+note "synth 2b-4t: rc $? ($(elapsed) s)"
+if [ -z "${SKIP_2B:-}" ] && [ "$(elapsed)" -lt 200 ]; then
+  TRINITY_TEST_MODEL=$MODEL timeout 150 "$BIN/engine_cuda_test" \
+    --gtest_filter='EngineCuda.PrefillLogitsMatchCpu:EngineCuda.Greedy64TokensMatchCpu' >"$OUT/engine_cuda_test_2b.txt" 2>&1
+  gtest_result "engine_cuda_test (2B-4T shape)" "$OUT/engine_cuda_test_2b.txt"
+  grep -E 'worst|greedy steps|Failure|FAILED' "$OUT/engine_cuda_test_2b.txt" | head -12
+fi
+timeout 150 "$BIN/trinity" bench --engine -m "$MODEL" --device cuda -p 512 -n 128 --batch 64 --bw-mib 2048 --json \
+  >"$OUT/bench.json" 2>"$OUT/bench_err.txt"
+note "bench: rc $? ($(elapsed) s)"
+cat "$OUT/bench.json"; tail -5 "$OUT/bench_err.txt"
+
+# ---- 5. memory checker over the kernels (Firecracker machines run it) -----------------------------
+if command -v compute-sanitizer >/dev/null && [ "$(elapsed)" -lt 300 ]; then
+  timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/cuda_kernels_test" \
+    --gtest_filter='-*Attention*' >"$OUT/memcheck.txt" 2>&1
+  note "memcheck (kernels but attention): rc $? ($(elapsed) s)"
+  grep -E 'ERROR SUMMARY|Invalid' "$OUT/memcheck.txt" | head -5
+fi
+
+# ---- 6. the table ----------------------------------------------------------------------------------
+python3 - "$OUT/bench.json" "$OUT/gpu.txt" <<'PY' | tee -a "$SUMMARY"
+import json, sys
+try:
+    b = json.load(open(sys.argv[1]))
+except Exception as e:
+    print(f"no benchmark JSON ({e})"); sys.exit(0)
+gpu = open(sys.argv[2]).read()
+h200 = "H200" in gpu
+tg_target = 2000 if h200 else 1500
+rows = [
+    ("pp512 (ms)", f"{b.get('pp_ms', 0):.2f}", "<= 15"),
+    ("tg128 via Context::Eval (tok/s, logits copied)", f"{b['tg_tok_per_s']:.1f}", ""),
+    ("tg128 greedy on GPU (tok/s)", f"{b['tg_greedy_tok_per_s']:.1f}", f">= {tg_target} ({'H200' if h200 else 'H100'})"),
+    (f"tg128 x{b['n_seq']} sequences (aggregate tok/s)", f"{b['tg_batch_tok_per_s']:.1f}", ">= 30000"),
+    ("device copy bandwidth (GB/s, r+w)", f"{b['read_gbps']:.0f}", ""),
+    ("weights read per token (MB)", f"{b['bytes_per_token'] / 1e6:.0f}", ""),
+    ("greedy tg vs roofline (%)", f"{b['roofline_pct']:.1f}", ""),
+]
+print(f"\n{b.get('device_name', '')}")
+w = max(len(r[0]) for r in rows)
+print(f"{'measure':<{w}}  {'value':>10}  target")
+for name, value, target in rows:
+    print(f"{name:<{w}}  {value:>10}  {target}")
+PY
+note "total $(elapsed) s"
