@@ -25,7 +25,7 @@ strip --strip-unneeded .gpu/bin/* 2>/dev/null || true
 # Every shared library the binaries load, except glibc's own and libstdc++/libgcc (newer there).
 for b in .gpu/bin/*; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
-    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libstdc++.so*|libgcc_s.so*|libcuda.so*) ;;
+    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libresolv.so*|libnss_*|libutil.so*|libanl.so*|libmvec.so*|libstdc++.so*|libgcc_s.so*|libcuda.so*) ;;
     *) cp -L "$lib" .gpu/lib/ ;;
   esac
 done

@@ -9,7 +9,8 @@
 #      batched decode of 64 sequences
 #   5. compute-sanitizer memcheck over the kernel tests (when there is time)
 #   6. a table of the figures against the issue's targets
-# Logs go to $OUT (the device tool returns them); the table is printed last.
+# Logs go to $OUT in four files (the device tool returns at most 8): summary.txt, tests.txt (every
+# test log), logs.txt (machine, synth, build, memcheck), bench.json. The table is printed last.
 #
 # Usage, from the repository root on the device machine:  bash bench/gpu/run.sh
 # Environment: SKIP_2B=1 skips step 4's correctness part; TRINITY_CUDA_NO_MMA=1 runs without the
@@ -21,81 +22,91 @@ cd "$ROOT"
 OUT=${OUT:-/tmp/trinity-gpu-out}
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
-: >"$SUMMARY"
+LOGS="$OUT/logs.txt"
+TESTS="$OUT/tests.txt"
+TMP=$(mktemp -d)
+: >"$SUMMARY"; : >"$LOGS"; : >"$TESTS"
 note() { echo "== $*" | tee -a "$SUMMARY"; }
 elapsed() { echo $(($(date +%s) - START)); }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$TMP/gpu.txt"
+cat "$TMP/gpu.txt" >>"$LOGS"
 note "commit: $(cat .gpu/commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
 
 # ---- 1. binaries ---------------------------------------------------------------------------------
 BIN=""
 if [ -x .gpu/bin/trinity ]; then
   export LD_LIBRARY_PATH="$ROOT/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  if .gpu/bin/trinity --help >/dev/null 2>"$OUT/prebuilt.txt"; then
+  if .gpu/bin/trinity --help >/dev/null 2>"$TMP/prebuilt.txt"; then
     BIN=.gpu/bin
     note "binaries: prebuilt (.gpu/)"
   else
-    note "binaries: prebuilt ones do not start here: $(head -c 300 "$OUT/prebuilt.txt")"
+    note "binaries: prebuilt ones do not start here: $(head -c 300 "$TMP/prebuilt.txt")"
   fi
 fi
 if [ -z "$BIN" ]; then
   note "binaries: building here (-DTRINITY_CUDA=ON, sm_90)"
   if cmake -S . -B build-gpu -G Ninja -DTRINITY_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DTRINITY_BENCH=OFF \
-      >"$OUT/configure.txt" 2>&1 &&
-    cmake --build build-gpu -j16 --target trinity_cli cuda_kernels_test engine_cuda_test >"$OUT/build.txt" 2>&1; then
+      >"$TMP/configure.txt" 2>&1 &&
+    cmake --build build-gpu -j16 --target trinity_cli cuda_kernels_test engine_cuda_test >"$TMP/build.txt" 2>&1; then
     mkdir -p build-gpu/bin && cp build-gpu/trinity build-gpu/tests/cuda_kernels_test build-gpu/tests/engine_cuda_test build-gpu/bin/
     BIN=build-gpu/bin
     note "build: ok ($(elapsed) s)"
   else
-    note "build failed: see configure.txt / build.txt"; tail -20 "$OUT/configure.txt" "$OUT/build.txt" 2>/dev/null
+    note "build failed (logs.txt)"; tail -20 "$TMP/configure.txt" "$TMP/build.txt" 2>/dev/null
+    cat "$TMP/configure.txt" "$TMP/build.txt" >>"$LOGS" 2>/dev/null
     exit 1
   fi
 fi
 
-# gtest_result NAME LOG: "passed / failed / skipped" counts from a GoogleTest log.
+# gtest_result NAME LOG: "passed / failed / skipped" counts from a GoogleTest log (the per-test
+# lines, which end in "(N ms)"), and the log appended to tests.txt.
 gtest_result() {
   local p f s
-  p=$(grep -c '^\[       OK \]' "$2"); f=$(grep -c '^\[  FAILED  \] [A-Za-z]*\.' "$2"); s=$(grep -c '^\[  SKIPPED \] [A-Za-z]*\.' "$2")
+  p=$(grep -cE '^\[       OK \] .* \([0-9]+ ms\)$' "$2"); f=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$2")
+  s=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$2")
   note "$1: $p passed, $f failed, $s skipped ($(elapsed) s)"
+  { echo "======== $1"; cat "$2"; } >>"$TESTS"
 }
 
 # ---- 2. kernels against the CPU oracles ----------------------------------------------------------
-timeout 150 "$BIN/cuda_kernels_test" >"$OUT/cuda_kernels_test.txt" 2>&1
-gtest_result cuda_kernels_test "$OUT/cuda_kernels_test.txt"
-grep -E '^(device:|.*Failure|.*FAILED|.*at [0-9]+:)' "$OUT/cuda_kernels_test.txt" | head -20
+timeout 150 "$BIN/cuda_kernels_test" >"$TMP/k.txt" 2>&1
+gtest_result cuda_kernels_test "$TMP/k.txt"
+grep -E '^(device:|.*Failure|.*FAILED|.*at [0-9]+:)' "$TMP/k.txt" | head -20
 
 # ---- 3. the forward pass on the tiny synthetic model ----------------------------------------------
-"$BIN/trinity" synth --shape tiny --seed 7 -f -o /tmp/synth-tiny.gguf >"$OUT/synth-tiny.txt" 2>&1
-TRINITY_TEST_MODEL=/tmp/synth-tiny.gguf timeout 150 "$BIN/engine_cuda_test" >"$OUT/engine_cuda_test_tiny.txt" 2>&1
-gtest_result "engine_cuda_test (tiny)" "$OUT/engine_cuda_test_tiny.txt"
-grep -E 'worst|greedy steps|Failure|FAILED' "$OUT/engine_cuda_test_tiny.txt" | head -24
+"$BIN/trinity" synth --shape tiny --seed 7 -f -o /tmp/synth-tiny.gguf >>"$LOGS" 2>&1
+TRINITY_TEST_MODEL=/tmp/synth-tiny.gguf timeout 150 "$BIN/engine_cuda_test" >"$TMP/e1.txt" 2>&1
+gtest_result "engine_cuda_test (tiny)" "$TMP/e1.txt"
+grep -E 'worst|greedy steps|Failure|FAILED' "$TMP/e1.txt" | head -24
 
 # ---- 4. 2B-4T shape: correctness, then the benchmark ----------------------------------------------
-MODEL=/tmp/synth-2b-4t.gguf
-timeout 150 "$BIN/trinity" synth --shape 2b-4t --seed 1 -f -o "$MODEL" >"$OUT/synth-2b.txt" 2>&1
-note "synth 2b-4t: rc $? ($(elapsed) s)"
+SHAPE=${SHAPE:-2b-4t}  # SHAPE=tiny: a dry run of the script's flow on a machine without a GPU
+MODEL=/tmp/synth-$SHAPE.gguf
+timeout 150 "$BIN/trinity" synth --shape "$SHAPE" --seed 1 -f -o "$MODEL" >>"$LOGS" 2>&1
+note "synth $SHAPE: rc $? ($(elapsed) s)"
 if [ -z "${SKIP_2B:-}" ] && [ "$(elapsed)" -lt 200 ]; then
   TRINITY_TEST_MODEL=$MODEL timeout 150 "$BIN/engine_cuda_test" \
-    --gtest_filter='EngineCuda.PrefillLogitsMatchCpu:EngineCuda.Greedy64TokensMatchCpu' >"$OUT/engine_cuda_test_2b.txt" 2>&1
-  gtest_result "engine_cuda_test (2B-4T shape)" "$OUT/engine_cuda_test_2b.txt"
-  grep -E 'worst|greedy steps|Failure|FAILED' "$OUT/engine_cuda_test_2b.txt" | head -12
+    --gtest_filter='EngineCuda.PrefillLogitsMatchCpu:EngineCuda.Greedy64TokensMatchCpu' >"$TMP/e2.txt" 2>&1
+  gtest_result "engine_cuda_test ($SHAPE shape)" "$TMP/e2.txt"
+  grep -E 'worst|greedy steps|Failure|FAILED' "$TMP/e2.txt" | head -12
 fi
 timeout 150 "$BIN/trinity" bench --engine -m "$MODEL" --device cuda -p 512 -n 128 --batch 64 --bw-mib 2048 --json \
-  >"$OUT/bench.json" 2>"$OUT/bench_err.txt"
+  >"$OUT/bench.json" 2>"$TMP/bench_err.txt"
 note "bench: rc $? ($(elapsed) s)"
-cat "$OUT/bench.json"; tail -5 "$OUT/bench_err.txt"
+cat "$OUT/bench.json"; tail -5 "$TMP/bench_err.txt"; cat "$TMP/bench_err.txt" >>"$LOGS"
 
 # ---- 5. memory checker over the kernels (Firecracker machines run it) -----------------------------
 if command -v compute-sanitizer >/dev/null && [ "$(elapsed)" -lt 300 ]; then
   timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/cuda_kernels_test" \
-    --gtest_filter='-*Attention*' >"$OUT/memcheck.txt" 2>&1
+    --gtest_filter='-*Attention*' >"$TMP/memcheck.txt" 2>&1
   note "memcheck (kernels but attention): rc $? ($(elapsed) s)"
-  grep -E 'ERROR SUMMARY|Invalid' "$OUT/memcheck.txt" | head -5
+  grep -E 'ERROR SUMMARY|Invalid' "$TMP/memcheck.txt" | head -5
+  cat "$TMP/memcheck.txt" >>"$LOGS"
 fi
 
 # ---- 6. the table ----------------------------------------------------------------------------------
-python3 - "$OUT/bench.json" "$OUT/gpu.txt" <<'PY' | tee -a "$SUMMARY"
+python3 - "$OUT/bench.json" "$TMP/gpu.txt" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 try:
     b = json.load(open(sys.argv[1]))
