@@ -216,7 +216,7 @@ TEST(CudaKernels, LmHeadMatchesReference) {
     w.n_in = n_in;
     w.n_rows = n_rows;
     w.row_bytes = static_cast<uint64_t>(n_in) * (f16 ? 2 : 4);
-    for (int64_t rows : {1, 3, 8, 11}) {
+    for (int64_t rows : {1, 3, 8, 11, 16, 37}) {
       std::vector<float> x = RandomFloats(rng, static_cast<size_t>(rows * n_in), 1.0f);
       std::vector<float> logits(static_cast<size_t>(rows * n_rows), std::numeric_limits<float>::quiet_NaN());
       cuda::testing::LmHead(w, x.data(), rows, logits.data());

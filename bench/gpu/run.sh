@@ -7,6 +7,7 @@
 #   4. the 2B-4T shape (`trinity synth --shape 2b-4t`): the same engine test (CPU reference on
 #      this machine's cores), then `trinity bench --engine --device cuda` pp512 / tg128 and
 #      batched decode of 64 sequences
+#      and the same with TRINITY_CUDA_PROFILE=1: GPU time per stage (logs.txt)
 #   5. compute-sanitizer memcheck over the kernel tests (when there is time)
 #   6. a table of the figures against the targets
 # Logs go to $OUT in four files (the device tool returns at most 8): summary.txt, tests.txt (every
@@ -95,6 +96,15 @@ timeout 150 "$BIN/trinity" bench --engine -m "$MODEL" --device cuda -p 512 -n 12
   >"$OUT/bench.json" 2>"$TMP/bench_err.txt"
 note "bench: rc $? ($(elapsed) s)"
 cat "$OUT/bench.json"; tail -5 "$TMP/bench_err.txt"; cat "$TMP/bench_err.txt" >>"$LOGS"
+
+# Where the time goes: every stage timed with events (graphs off), tables on stderr.
+if [ "$(elapsed)" -lt 280 ]; then
+  TRINITY_CUDA_PROFILE=1 timeout 90 "$BIN/trinity" bench --engine -m "$MODEL" --device cuda -p 512 -n 32 --batch 64 \
+    --bw-mib 64 --json >/dev/null 2>"$TMP/profile.txt"
+  note "profile: rc $? ($(elapsed) s)"
+  { echo "======== TRINITY_CUDA_PROFILE=1"; cat "$TMP/profile.txt"; } >>"$LOGS"
+  grep -E '^(CUDA profile|stage|matmul|attention|lm_head|norm|rope|output|embed|argmax)' "$TMP/profile.txt" | head -60
+fi
 
 # ---- 5. memory checker over the kernels (Firecracker machines run it) -----------------------------
 if command -v compute-sanitizer >/dev/null && [ "$(elapsed)" -lt 300 ]; then

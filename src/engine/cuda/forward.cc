@@ -14,14 +14,20 @@
 // then norm(x += tmp, output_norm) -> xn, lm_head -> logits, argmax -> ids for the rows asked.
 // Decode steps (one row per sequence) are captured once per row count as a CUDA graph: every
 // kernel reads tokens/positions/sequences from device memory, so the graph is replayed as is.
+//
+// TRINITY_CUDA_PROFILE=1: graphs off, every stage timed with CUDA events, and a table of GPU time
+// per stage and batch size printed to stderr when the Forward is destroyed (where the time goes,
+// for the next optimisation).
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "engine/common/error.h"
@@ -64,7 +70,9 @@ struct DeviceResources {
 class CudaForward final : public Forward {
  public:
   CudaForward(const Model& model, const ForwardOptions& options);
-  ~CudaForward() override = default;
+  ~CudaForward() override {
+    if (profile_) PrintProfile();
+  }
 
   void Eval(int seq, const int32_t* tokens, int64_t n, int64_t pos, float* last_logits, float* all_logits,
             int32_t* greedy) override;
@@ -119,6 +127,32 @@ class CudaForward final : public Forward {
   }
 
   DeviceResources res_;  // first: destroyed last
+  // TRINITY_CUDA_PROFILE: Timed(name, rows, launch) brackets a launch with events when on.
+  template <typename F>
+  void Timed(const char* name, int64_t rows, F&& launch) {
+    if (!profile_) {
+      launch();
+      return;
+    }
+    cudaEvent_t start = nullptr, stop = nullptr;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    cudaEventRecord(start, stream_);
+    launch();
+    cudaEventRecord(stop, stream_);
+    const char* bucket = rows == 1 ? "1 row" : rows <= 8 ? "2-8 rows" : rows <= 64 ? "9-64 rows" : "65+ rows";
+    pending_.push_back({std::string(name) + " [" + bucket + "]", start, stop});
+  }
+  void CollectProfile();
+  void PrintProfile();
+  struct PendingEvent {
+    std::string name;
+    cudaEvent_t start, stop;
+  };
+  bool profile_ = false;
+  std::vector<PendingEvent> pending_;
+  std::map<std::string, std::pair<double, int64_t>> profile_ms_;  // stage -> (ms, calls)
+
   const Model& model_;
   ModelConfig c_;
   int device_ = 0;
@@ -176,6 +210,9 @@ CudaForward::CudaForward(const Model& model, const ForwardOptions& o) : model_(m
   part_slots_ = std::max<int64_t>(max_rows_, 64 * n_dec_splits_);
   const char* graphs_env = std::getenv("TRINITY_CUDA_GRAPHS");
   use_graphs_ = o.graphs && !(graphs_env && std::strcmp(graphs_env, "0") == 0);
+  const char* profile_env = std::getenv("TRINITY_CUDA_PROFILE");
+  profile_ = profile_env && std::strcmp(profile_env, "1") == 0;
+  if (profile_) use_graphs_ = false;
   TRINITY_CU(cudaStreamCreateWithFlags(&res_.stream, cudaStreamNonBlocking));
   stream_ = res_.stream;
 
@@ -316,41 +353,82 @@ void CudaForward::EnqueueLayers(int64_t rows) {
   const int32_t* pos = d_meta_ + max_rows_;
   const int32_t* seq = d_meta_ + 2 * max_rows_;
   const NormInput glu = c.activation == FfnActivation::kRelu2 ? NormInput::kRelu2Glu : NormInput::kSiluGlu;
-  auto matmul = [&](const TernaryDev& w, float* y, int64_t y_stride) {
-    detail::LaunchTernaryMatmul(w, q8_, wide_, act_scales_, q_sums_, rows, y, y_stride, detail::MatmulKind::kAuto, stream_);
+  auto matmul = [&](const char* name, const TernaryDev& w, float* y, int64_t y_stride) {
+    Timed(name, rows, [&] {
+      detail::LaunchTernaryMatmul(w, q8_, wide_, act_scales_, q_sums_, rows, y, y_stride, detail::MatmulKind::kAuto,
+                                  stream_);
+    });
   };
   auto norm_quant = [&](NormInput mode, float* src, int64_t stride, const float* weight, int64_t width) {
-    detail::LaunchNormQuant(mode, src, stride, tmp_, c.n_embd, weight, width, c.rms_eps, rows, q8_, wide_, act_scales_,
-                            q_sums_, stream_);
+    Timed("norm_quant", rows, [&] {
+      detail::LaunchNormQuant(mode, src, stride, tmp_, c.n_embd, weight, width, c.rms_eps, rows, q8_, wide_,
+                              act_scales_, q_sums_, stream_);
+    });
   };
-  detail::LaunchEmbed(embd_, tokens, rows, x_, stream_);
+  Timed("embed", rows, [&] { detail::LaunchEmbed(embd_, tokens, rows, x_, stream_); });
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const Layer& l = layers_[static_cast<size_t>(il)];
     float* k_layer = k_ + il * n_ctx_ * n_kv_;
     float* v_layer = v_ + il * n_ctx_ * n_kv_;
     // x += the previous layer's down output, fused into this norm.
     norm_quant(il == 0 ? NormInput::kPlain : NormInput::kResidual, x_, c.n_embd, l.attn_norm, c.n_embd);
-    matmul(l.qkv, qkv_, qkv_w_);
-    detail::LaunchRopeKv(qkv_, qkv_w_, rows, pos, seq, rope_cs_, c.n_head, c.n_head_kv, c.head_dim, c.n_rot, k_layer,
-                         v_layer, seq_stride_, stream_);
-    detail::LaunchAttention(qkv_, qkv_w_, rows, pos, seq, k_layer, v_layer, seq_stride_, c.n_head, c.n_head_kv,
-                            c.head_dim, SplitsFor(rows), part_o_, part_ml_, att_, c.n_embd, stream_);
+    matmul("matmul qkv", l.qkv, qkv_, qkv_w_);
+    Timed("rope_kv", rows, [&] {
+      detail::LaunchRopeKv(qkv_, qkv_w_, rows, pos, seq, rope_cs_, c.n_head, c.n_head_kv, c.head_dim, c.n_rot, k_layer,
+                           v_layer, seq_stride_, stream_);
+    });
+    Timed("attention", rows, [&] {
+      detail::LaunchAttention(qkv_, qkv_w_, rows, pos, seq, k_layer, v_layer, seq_stride_, c.n_head, c.n_head_kv,
+                              c.head_dim, SplitsFor(rows), part_o_, part_ml_, att_, c.n_embd, stream_);
+    });
     norm_quant(NormInput::kPlain, att_, c.n_embd, l.attn_sub_norm, c.n_embd);
-    matmul(l.wo, tmp_, c.n_embd);
+    matmul("matmul o", l.wo, tmp_, c.n_embd);
     norm_quant(NormInput::kResidual, x_, c.n_embd, l.ffn_norm, c.n_embd);
-    matmul(l.gate_up, gu_, 2 * c.n_ff);
-    detail::LaunchNormQuant(glu, gu_, 2 * c.n_ff, nullptr, 0, l.ffn_sub_norm, c.n_ff, c.rms_eps, rows, q8_, wide_,
-                            act_scales_, q_sums_, stream_);
-    matmul(l.down, tmp_, c.n_embd);
+    matmul("matmul gate_up", l.gate_up, gu_, 2 * c.n_ff);
+    Timed("norm_quant", rows, [&] {
+      detail::LaunchNormQuant(glu, gu_, 2 * c.n_ff, nullptr, 0, l.ffn_sub_norm, c.n_ff, c.rms_eps, rows, q8_, wide_,
+                              act_scales_, q_sums_, stream_);
+    });
+    matmul("matmul down", l.down, tmp_, c.n_embd);
   }
 }
 
 void CudaForward::EnqueueHead(int64_t begin, int64_t n, bool argmax) {
   const ModelConfig& c = c_;
-  detail::LaunchNorm(NormInput::kResidual, x_ + begin * c.n_embd, c.n_embd, tmp_ + begin * c.n_embd, c.n_embd,
-                     output_norm_, c.n_embd, c.rms_eps, n, xn_, c.n_embd, stream_);
-  detail::LaunchLmHead(lm_, xn_, c.n_embd, n, logits_, c.n_vocab, stream_);
-  if (argmax) detail::LaunchArgmax(logits_, c.n_vocab, c.n_vocab, n, ids_, stream_);
+  Timed("output_norm", n, [&] {
+    detail::LaunchNorm(NormInput::kResidual, x_ + begin * c.n_embd, c.n_embd, tmp_ + begin * c.n_embd, c.n_embd,
+                       output_norm_, c.n_embd, c.rms_eps, n, xn_, c.n_embd, stream_);
+  });
+  Timed("lm_head", n, [&] { detail::LaunchLmHead(lm_, xn_, c.n_embd, n, logits_, c.n_vocab, stream_); });
+  if (argmax) Timed("argmax", n, [&] { detail::LaunchArgmax(logits_, c.n_vocab, c.n_vocab, n, ids_, stream_); });
+  CollectProfile();
+}
+
+void CudaForward::CollectProfile() {
+  if (pending_.empty()) return;
+  cudaStreamSynchronize(stream_);
+  for (PendingEvent& e : pending_) {
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, e.start, e.stop);
+    auto& [total, calls] = profile_ms_[e.name];
+    total += ms;
+    ++calls;
+    cudaEventDestroy(e.start);
+    cudaEventDestroy(e.stop);
+  }
+  pending_.clear();
+}
+
+void CudaForward::PrintProfile() {
+  CollectProfile();
+  double all = 0.0;
+  for (const auto& [name, v] : profile_ms_) all += v.first;
+  std::fprintf(stderr, "\nCUDA profile (TRINITY_CUDA_PROFILE=1; graphs off, GPU time between events)\n");
+  std::fprintf(stderr, "%-34s %10s %12s %10s %7s\n", "stage [batch rows]", "calls", "total ms", "mean us", "share");
+  for (const auto& [name, v] : profile_ms_) {
+    std::fprintf(stderr, "%-34s %10lld %12.3f %10.2f %6.1f%%\n", name.c_str(), static_cast<long long>(v.second), v.first,
+                 v.first * 1e3 / static_cast<double>(v.second), all > 0.0 ? 100.0 * v.first / all : 0.0);
+  }
 }
 
 void CudaForward::Eval(int seq, const int32_t* tokens, int64_t n, int64_t pos, float* last_logits, float* all_logits,

@@ -478,7 +478,8 @@ __global__ void AttentionCombineKernel(const float* part_o, const float* part_ml
 // ---- LM head (dense GEMV, f32 accumulation) + argmax -------------------------------------------
 
 constexpr int kLmRowsPerBlock = 256;  // 8 warps x 32 rows: the x tile is loaded once per block
-constexpr int kLmTokens = 8;          // tokens per pass (x tile kLmTokens * n_in floats in shared memory)
+constexpr int kLmTokens = 16;         // most tokens per pass (x tile tokens * n_in floats in shared memory)
+int g_lm_tokens = 8;                  // tokens per pass the device's shared memory allows (PrepareLmHead)
 
 // logits[t][v] = sum_c W[v][c] x[t][c]  (kernels::DenseMatVec), kNt <= kLmTokens tokens per pass.
 // Each lane reads 16-byte chunks of the row (8 halves / 4 floats), coalesced across the warp.
@@ -590,6 +591,7 @@ void SetLmHeadSmem(int bytes) {
   cudaFuncSetAttribute(LmHeadKernel<kF16, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   cudaFuncSetAttribute(LmHeadKernel<kF16, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   cudaFuncSetAttribute(LmHeadKernel<kF16, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  cudaFuncSetAttribute(LmHeadKernel<kF16, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 
 }  // namespace
@@ -704,7 +706,17 @@ void LaunchAttention(const float* q, int64_t q_stride, int64_t rows, const int32
 }
 
 void PrepareLmHead(int64_t n_in) {
-  const int bytes = static_cast<int>(kLmTokens * n_in * sizeof(float));
+  // 16 tokens per pass where the x tile fits (2B-4T: 160 KiB, within sm_80's 163 and sm_90's 227),
+  // else 8 (and the 8-token tile must fit).
+  int device = 0, max_smem = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const int64_t row_bytes = n_in * static_cast<int64_t>(sizeof(float));
+  g_lm_tokens = kLmTokens * row_bytes <= max_smem ? kLmTokens : 8;
+  if (g_lm_tokens * row_bytes > max_smem) {
+    throw std::runtime_error("CUDA LM head: n_embd " + std::to_string(n_in) + " is too wide for shared memory");
+  }
+  const int bytes = static_cast<int>(g_lm_tokens * row_bytes);
   SetLmHeadSmem<true>(bytes);
   SetLmHeadSmem<false>(bytes);
   CheckLaunch("lm_head attributes");
@@ -714,7 +726,7 @@ void LaunchLmHead(const DenseDev& w, const float* x, int64_t x_stride, int64_t r
                   int64_t logits_stride, cudaStream_t stream) {
   for (int64_t t = 0; t < rows;) {
     const int64_t left = rows - t;
-    const int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+    const int nt = left >= 16 && g_lm_tokens >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
     const float* xt = x + t * x_stride;
     float* lt = logits + t * logits_stride;
 #define TRINITY_LM(N)                                                \
@@ -724,6 +736,7 @@ void LaunchLmHead(const DenseDev& w, const float* x, int64_t x_stride, int64_t r
     LaunchLmHeadT<false, N>(w, xt, x_stride, lt, logits_stride, stream); \
   }
     switch (nt) {
+      case 16: TRINITY_LM(16); break;
       case 8: TRINITY_LM(8); break;
       case 4: TRINITY_LM(4); break;
       case 2: TRINITY_LM(2); break;
