@@ -416,13 +416,17 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
   const bool gpu = r.device == Device::kCuda;
   if (f.json) {
-    const nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
-                              {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
-                              {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
-                              {"device", DeviceName(r.device)}, {"device_name", r.device_name},
-                              {"pp_ms", r.pp_tok_per_s > 0 ? f.n_prompt * 1e3 / r.pp_tok_per_s : 0.0},
-                              {"tg_greedy_tok_per_s", r.tg_greedy_tok_per_s}, {"n_seq", r.n_seq},
-                              {"tg_batch_tok_per_s", r.tg_batch_tok_per_s}};
+    nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
+                        {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
+                        {"roofline_pct", r.roofline_pct}, {"threads", r.threads}};
+    if (gpu) {  // the CPU document keeps exactly its documented keys
+      j["device"] = DeviceName(r.device);
+      j["device_name"] = r.device_name;
+      j["pp_ms"] = r.pp_tok_per_s > 0 ? static_cast<double>(f.n_prompt) * 1e3 / r.pp_tok_per_s : 0.0;
+      j["tg_greedy_tok_per_s"] = r.tg_greedy_tok_per_s;
+      j["n_seq"] = r.n_seq;
+      j["tg_batch_tok_per_s"] = r.tg_batch_tok_per_s;
+    }
     std::printf("%s\n", Dump(j).c_str());
     return;
   }
