@@ -15,6 +15,7 @@ void RegisterLogits(CLI::App& app) {
     std::vector<int32_t> tokens;
     bool reference = false;
     int threads = 0;
+    std::string device = "auto";
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("logits", "Write teacher-forced logits as float32 [n_tokens][n_vocab]");
@@ -24,9 +25,12 @@ void RegisterLogits(CLI::App& app) {
   cmd->add_flag("--reference", f->reference,
                 "use the plain reference forward pass (scalar kernels, one token at a time) instead of the fast path");
   cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
+  AddDeviceFlag(*cmd, f->device);
   cmd->callback([f] {
     const auto model = LoadModel(f->model);
-    Context context(*model, ContextOptions{static_cast<int64_t>(f->tokens.size()) + 1, f->threads, f->reference});
+    ContextOptions options{static_cast<int64_t>(f->tokens.size()) + 1, f->threads, f->reference};
+    options.device = ParseDevice(f->device);  // --reference always runs on the CPU
+    Context context(*model, options);
     std::vector<float> logits;
     context.Eval(f->tokens, &logits);
     std::ofstream out(f->out, std::ios::binary);

@@ -183,13 +183,16 @@ struct BenchFlags {
   int repetitions = 1;
   int64_t bandwidth_mib = 512;
   std::vector<int> streams;  // aggregate decode of N concurrent streams (continuous batching)
+  int n_seq = 0;  // --batch: batched decode of this many sequences (GPU)
   SamplingParams sampling;
+  std::string device = "auto";
 };
 
 NodeOptions MakeNodeOptions(const BenchFlags& f) {
   NodeOptions options;
   options.context.n_ctx = f.n_ctx;
   options.context.n_threads = f.threads;
+  options.context.device = ParseDevice(f.device);
   options.prompt_mode = node::ParsePromptMode(f.prompt_mode);
   options.free_text = f.free_text;
   options.sampling = f.sampling;
@@ -409,9 +412,12 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.threads = f.threads;
   options.repetitions = f.repetitions;
   options.bandwidth_bytes = f.bandwidth_mib << 20;
+  options.device = ParseDevice(f.device);
+  options.n_seq = f.n_seq;
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
   std::vector<node::StreamsBenchResult> streams;
   for (int n : f.streams) streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads));
+  const bool gpu = r.device == Device::kCuda;
   if (f.json) {
     nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
                         {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
@@ -422,28 +428,54 @@ void RunEngineBenchCommand(const BenchFlags& f) {
         j["streams"].push_back({{"streams", s.streams}, {"tok_per_s", s.tok_per_s}, {"mean_batch_rows", s.mean_batch_rows}});
       }
     }
+    if (gpu) {  // the CPU document keeps exactly its documented keys
+      j["device"] = DeviceName(r.device);
+      j["device_name"] = r.device_name;
+      j["pp_ms"] = r.pp_tok_per_s > 0 ? static_cast<double>(f.n_prompt) * 1e3 / r.pp_tok_per_s : 0.0;
+      j["tg_greedy_tok_per_s"] = r.tg_greedy_tok_per_s;
+      j["n_seq"] = r.n_seq;
+      j["tg_batch_tok_per_s"] = r.tg_batch_tok_per_s;
+    }
     std::printf("%s\n", Dump(j).c_str());
     return;
   }
   const double mib = static_cast<double>(r.bytes_per_token) / (1 << 20);
   std::vector<std::vector<std::string>> rows;
   const std::string name = model->config().name.empty() ? "model" : model->config().name;
+  const std::string backend = gpu ? "CUDA" : "CPU";
+  const std::string threads = gpu ? "-" : std::to_string(r.threads);
   if (f.n_prompt > 0) {
-    rows.push_back({name, fmt::format("{:.2f} MiB", mib), "CPU", std::to_string(r.threads),
+    rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
                     fmt::format("pp{}", f.n_prompt), fmt::format("{:.2f}", r.pp_tok_per_s)});
   }
   if (f.n_gen > 0) {
-    rows.push_back({name, fmt::format("{:.2f} MiB", mib), "CPU", std::to_string(r.threads),
+    rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
                     fmt::format("tg{}", f.n_gen), fmt::format("{:.2f}", r.tg_tok_per_s)});
+    if (gpu) {
+      rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
+                      fmt::format("tg{} greedy on GPU", f.n_gen), fmt::format("{:.2f}", r.tg_greedy_tok_per_s)});
+    }
+    if (gpu && r.n_seq > 0) {
+      rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
+                      fmt::format("tg{} x{} seqs (aggregate)", f.n_gen, r.n_seq), fmt::format("{:.2f}", r.tg_batch_tok_per_s)});
+    }
   }
   std::printf("%s", Table({"model", "weights/token", "backend", "threads", "test", "t/s"},
                           {false, true, false, true, false, true}, rows)
                         .c_str());
   const double ceiling = r.bytes_per_token > 0 ? r.read_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
   std::printf("\nbytes read per token: %s (%.2f MiB)\n", Grouped(static_cast<double>(r.bytes_per_token)).c_str(), mib);
-  std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
-              static_cast<long long>(f.bandwidth_mib));
-  std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  if (gpu) {
+    std::printf("device: %s\n", r.device_name.c_str());
+    std::printf("device copy bandwidth: %.2f GB/s (read + write, %lld MiB buffer)\n", r.read_gbps,
+                static_cast<long long>(f.bandwidth_mib));
+    if (f.n_prompt > 0 && r.pp_tok_per_s > 0) std::printf("pp%lld: %.2f ms\n", static_cast<long long>(f.n_prompt), f.n_prompt * 1e3 / r.pp_tok_per_s);
+    std::printf("roofline: %.1f tok/s; greedy tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  } else {
+    std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
+                static_cast<long long>(f.bandwidth_mib));
+    std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+  }
   if (streams.empty()) return;
   // Ratios against the first row (normally --streams 1,...): measured in this run, side by side.
   std::vector<std::vector<std::string>> srows;
@@ -489,6 +521,7 @@ bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args) {
   NodeOptions options;
   options.context.n_ctx = args.n_ctx;
   options.context.n_threads = args.threads;
+  options.context.device = ParseDevice(args.device);
   options.prompt_mode = node::ParsePromptMode(flags.prompt_mode);
   options.free_text = flags.free_text;
   Node node(*model, std::move(tasks), options);
@@ -538,6 +571,9 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("--streams", f->streams, "--engine: also decode N streams at once, e.g. 1,8 (continuous batching)")
       ->delimiter(',')
       ->check(CLI::Range(1, 64));
+  cmd->add_option("--batch", f->n_seq, "--engine on a GPU: also decode this many sequences at once (aggregate tok/s)")
+      ->capture_default_str();
+  AddDeviceFlag(*cmd, f->device);
   AddSamplingFlags(*cmd, f->sampling);
   cmd->callback([f] {
     Validate(f->sampling);

@@ -17,6 +17,7 @@ void RegisterPerplexity(CLI::App& app) {
     int64_t n_ctx = 0;
     int threads = 0;
     bool json = false;
+    std::string device = "auto";
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("perplexity", "Perplexity of a model over a text file");
@@ -25,6 +26,7 @@ void RegisterPerplexity(CLI::App& app) {
   cmd->add_option("-c,--ctx", f->n_ctx, "window size in tokens (0 = the model's context, at most 4096)");
   cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
   cmd->add_flag("--json", f->json, "print JSON");
+  AddDeviceFlag(*cmd, f->device);
   cmd->callback([f] {
     std::ifstream in(f->file, std::ios::binary);
     if (!in) Fail("cannot open {}", f->file);
@@ -33,6 +35,7 @@ void RegisterPerplexity(CLI::App& app) {
     const auto model = LoadModel(f->model);
     ContextOptions options;
     options.n_threads = f->threads;
+    options.device = ParseDevice(f->device);
     const PerplexityResult r = Perplexity(*model, buffer.str(), f->n_ctx, options, [&](int64_t done, int64_t total) {
       if (!f->json) std::fprintf(stderr, "\rchunk %lld/%lld", static_cast<long long>(done), static_cast<long long>(total));
     });

@@ -28,7 +28,14 @@ struct RunFlags {
   bool json = false;
   std::vector<int32_t> prompt_tokens;
   SamplingParams sampling;
+  std::string device = "auto";
 };
+
+ContextOptions MakeContextOptions(const RunFlags& f) {
+  ContextOptions options(f.n_ctx, f.threads);
+  options.device = ParseDevice(f.device);
+  return options;
+}
 
 void AddCommonFlags(CLI::App& cmd, RunFlags& f) {
   cmd.add_option("-m,--model", f.model, "GGUF model file (default: $TRINITY_MODEL or the built-in model)");
@@ -38,6 +45,7 @@ void AddCommonFlags(CLI::App& cmd, RunFlags& f) {
   cmd.add_option("--stop", f.stop, "stop string (repeatable)");
   cmd.add_option("--logit-bias", f.logit_bias, "TOKEN=BIAS added to that token's logit (repeatable; -inf bans)");
   AddSamplingFlags(cmd, f.sampling);
+  AddDeviceFlag(cmd, f.device);
 }
 
 void ParseLogitBias(RunFlags& f) {
@@ -80,7 +88,7 @@ void RegisterRun(CLI::App& app) {
     ParseLogitBias(*f);
     Validate(f->sampling);
     const std::optional<int32_t> n = cmd->count("--n-predict") > 0 ? std::optional(f->n_predict) : std::nullopt;
-    if (RunTaskIfRequested(*task, {f->model, f->prompt, f->threads, f->n_ctx, n, f->sampling, f->json})) return;
+    if (RunTaskIfRequested(*task, {f->model, f->prompt, f->threads, f->n_ctx, n, f->sampling, f->json, f->device})) return;
     const auto model = LoadModel(f->model);
     const Tokenizer& tokenizer = model->tokenizer();
     std::vector<int32_t> prompt;
@@ -98,7 +106,7 @@ void RegisterRun(CLI::App& app) {
       const std::vector<int32_t> text = tokenizer.Encode(f->prompt, false);
       prompt.insert(prompt.end(), text.begin(), text.end());
     }
-    Context context(*model, ContextOptions{f->n_ctx, f->threads});
+    Context context(*model, MakeContextOptions(*f));
     Sampler sampler(f->sampling);
     GenerateOptions options;
     options.max_tokens = f->n_predict;
@@ -142,7 +150,7 @@ void RegisterChat(CLI::App& app) {
     Validate(f->sampling);
     const auto model = LoadModel(f->model);
     const Tokenizer& tokenizer = model->tokenizer();
-    Context context(*model, ContextOptions{f->n_ctx, f->threads});
+    Context context(*model, MakeContextOptions(*f));
     Sampler sampler(f->sampling);
     std::vector<ChatMessage> messages;
     if (!f->system.empty()) messages.push_back({"system", f->system});

@@ -24,6 +24,7 @@ void RegisterServe(CLI::App& app) {
   auto o = std::make_shared<server::ServerOptions>();
   auto model_flag = std::make_shared<std::string>();
   auto prompt_mode = std::make_shared<std::string>("auto");
+  auto device = std::make_shared<std::string>("auto");
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (chat, completions, tasks, metrics)");
   cmd->add_option("-m,--model", *model_flag, "GGUF model file (default: $TRINITY_MODEL or the built-in model)");
   cmd->add_option("--alias", o->model_id, "model id clients use (default: the file name without .gguf)");
@@ -46,7 +47,9 @@ void RegisterServe(CLI::App& app) {
   cmd->add_option("--prompt-mode", *prompt_mode, "task prompts: auto, chat or raw")->capture_default_str();
   cmd->add_flag("--log-requests", o->log_requests, "log one line per request (method, path, status; never bodies)");
   AddSamplingFlags(*cmd, o->sampling);
-  cmd->callback([o, model_flag, prompt_mode] {
+  AddDeviceFlag(*cmd, *device);
+  cmd->callback([o, model_flag, prompt_mode, device] {
+    o->device = ParseDevice(*device);
     o->model_path = ResolveModelPath(*model_flag);
     o->prompt_mode = node::ParsePromptMode(*prompt_mode);
     std::signal(SIGTERM, OnSignal);

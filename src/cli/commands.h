@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "engine/model/context.h"
 #include "engine/model/model.h"
 #include "engine/sampler/sampler.h"
 
@@ -39,6 +40,7 @@ struct TaskRunArgs {  // what `run` already parsed
   std::optional<int32_t> max_tokens;  // -n when given, else the task's limit
   SamplingParams sampling;
   bool json = false;
+  std::string device = "auto";
 };
 // Answers the task request when --task was given and returns true; false for a plain run.
 bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args);
@@ -46,6 +48,9 @@ bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args);
 // The model path for -m: the flag, else $TRINITY_MODEL, else the built-in model.
 std::string ResolveModelPath(const std::string& flag);
 std::unique_ptr<Model> LoadModel(const std::string& flag);
+
+// --device cpu|cuda|auto (default auto: the GPU when this build has CUDA and one is present).
+void AddDeviceFlag(CLI::App& cmd, std::string& device);
 
 // Sampling flags shared by run and chat.
 void AddSamplingFlags(CLI::App& cmd, SamplingParams& params);

@@ -16,6 +16,12 @@ std::string ResolveModelPath(const std::string& flag) {
 
 std::unique_ptr<Model> LoadModel(const std::string& flag) { return Model::Load(ResolveModelPath(flag)); }
 
+void AddDeviceFlag(CLI::App& cmd, std::string& device) {
+  cmd.add_option("--device", device, "where the model runs: cpu, cuda or auto (cuda when a GPU is present)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "gpu", "auto"}));
+}
+
 void AddSamplingFlags(CLI::App& cmd, SamplingParams& p) {
   cmd.add_option("--temp", p.temperature, "temperature (0 = greedy)")->capture_default_str();
   cmd.add_option("--top-k", p.top_k, "top-k (0 = off)")->capture_default_str();

@@ -89,12 +89,29 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   ContextOptions context_options;
   context_options.n_ctx = n_ctx;
   context_options.n_threads = options.threads;
+  context_options.device = options.device;
   Context context(model, context_options);
   const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
 
   EngineBenchResult result;
   result.threads = context.pool().n_threads();
   result.bytes_per_token = model.WeightBytesPerToken();
+  result.device = context.device();
+  cuda::Forward* gpu = context.gpu();
+  if (gpu) {
+    result.device_name = cuda::DeviceDescription(0);
+    // Warm-up: module loading, the decode graph's capture, the first prefill's allocations.
+    const int32_t t0 = 1;
+    for (int i = 0; i < 2; ++i) {
+      context.Reset();
+      context.Eval(std::span<const int32_t>(&t0, 1));
+    }
+    if (options.n_prompt > 1) {
+      context.Reset();
+      std::vector<int32_t> warm(static_cast<size_t>(std::min<int64_t>(options.n_prompt, 64)), 1);
+      context.Eval(warm);
+    }
+  }
 
   const std::vector<int32_t> tokens = BenchTokens(static_cast<size_t>(n_ctx), n_vocab, 0x9E3779B97F4A7C15ull);
 
@@ -118,6 +135,55 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   const double reps = options.repetitions;
   if (pp_s > 0.0) result.pp_tok_per_s = static_cast<double>(options.n_prompt) * reps / pp_s;
   if (tg_s > 0.0) result.tg_tok_per_s = static_cast<double>(options.n_gen) * reps / tg_s;
+
+  if (gpu) {
+    // Greedy decode as a GPU server runs it: the argmax comes back, the logits stay on the GPU.
+    if (options.n_gen > 0) {
+      double greedy_s = 0.0;
+      for (int rep = 0; rep < options.repetitions; ++rep) {
+        int32_t token = tokens[0];
+        const auto start = Clock::now();
+        for (int64_t i = 0; i < options.n_gen; ++i) gpu->Eval(0, &token, 1, i, nullptr, nullptr, &token);
+        greedy_s += SecondsSince(start);
+      }
+      result.tg_greedy_tok_per_s = static_cast<double>(options.n_gen) * reps / greedy_s;
+    }
+    if (options.n_seq > 0 && options.n_gen > 0) {
+      constexpr int64_t kPrompt = 32;
+      cuda::ForwardOptions fo;
+      fo.n_ctx = kPrompt + options.n_gen;
+      fo.n_seq = options.n_seq;
+      std::unique_ptr<cuda::Forward> batch = cuda::CreateForward(model, fo);
+      const int n = options.n_seq;
+      std::vector<int32_t> next(static_cast<size_t>(n)), seqs(static_cast<size_t>(n));
+      std::vector<int64_t> pos(static_cast<size_t>(n));
+      std::vector<int32_t> prompt(static_cast<size_t>(kPrompt));
+      auto prefill = [&] {
+        for (int s = 0; s < n; ++s) {  // a different prompt per sequence
+          for (int64_t i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 7919 + s * 104729 + 1) % n_vocab);
+          batch->Eval(s, prompt.data(), kPrompt, 0, nullptr, nullptr, &next[s]);
+          seqs[s] = s;
+          pos[s] = kPrompt;
+        }
+      };
+      prefill();
+      batch->Decode(n, next.data(), seqs.data(), pos.data(), nullptr, next.data());  // warm-up: graph capture
+      prefill();
+      const auto start = Clock::now();
+      for (int64_t i = 0; i < options.n_gen; ++i) {
+        batch->Decode(n, next.data(), seqs.data(), pos.data(), nullptr, next.data());
+        for (int64_t& p : pos) ++p;
+      }
+      result.tg_batch_tok_per_s = static_cast<double>(options.n_gen) * n / SecondsSince(start);
+      result.n_seq = n;
+    }
+    result.read_gbps = cuda::MeasureCopyGbps(0, options.bandwidth_bytes);
+    if (result.read_gbps > 0.0) {
+      result.roofline_pct =
+          result.tg_greedy_tok_per_s * static_cast<double>(result.bytes_per_token) / (result.read_gbps * 1e9) * 100.0;
+    }
+    return result;
+  }
 
   result.read_gbps = MeasureReadGbps(result.threads, options.bandwidth_bytes);
   if (result.read_gbps > 0.0) {

@@ -6,6 +6,9 @@
 
 #include <cstdint>
 
+#include <string>
+
+#include "engine/model/context.h"
 #include "engine/model/model.h"
 
 namespace trinity::node {
@@ -16,6 +19,10 @@ struct EngineBenchOptions {
   int threads = 0;          // 0: one per available core
   int repetitions = 1;      // each figure is the mean over repetitions
   int64_t bandwidth_bytes = int64_t{512} << 20;  // read-benchmark buffer (>> last-level cache)
+  Device device = Device::kCpu;
+  // GPU only: also decode n_seq sequences together (one row each per step) for n_gen steps after
+  // a 32-token prompt each; 0 skips it.
+  int n_seq = 0;
 };
 
 struct EngineBenchResult {
@@ -25,6 +32,14 @@ struct EngineBenchResult {
   double read_gbps = 0.0;        // measured memory read bandwidth, 1e9 bytes/s
   double roofline_pct = 0.0;     // tg_tok_per_s * bytes_per_token / read bandwidth * 100
   int threads = 0;
+  // On the GPU: read_gbps is the device's copy bandwidth (read + write), tg_tok_per_s includes
+  // copying each token's logits to the host as Context::Eval does, tg_greedy_tok_per_s keeps them
+  // on the GPU (argmax there), and roofline_pct is taken from the greedy figure.
+  Device device = Device::kCpu;
+  std::string device_name;
+  double tg_greedy_tok_per_s = 0.0;
+  int n_seq = 0;
+  double tg_batch_tok_per_s = 0.0;  // aggregate over n_seq sequences
 };
 
 EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options);

@@ -8,7 +8,8 @@ Scheduler::Scheduler(const Model& model, SchedulerOptions options)
     : tasks_(options.tasks), max_queue_(options.max_queue) {
   const int n = options.n_parallel < 1 ? 1 : options.n_parallel;
   node::NodeOptions node_options = options.node;
-  if (n > 1 && options.batching) {
+  // The Batcher is the CPU's batched pass; GPU slots each keep their own forward pass.
+  if (n > 1 && options.batching && ResolveDevice(node_options.context.device) == Device::kCpu) {
     BatcherOptions bo;
     bo.n_ctx = node_options.context.n_ctx;
     bo.n_threads = node_options.context.n_threads;

@@ -638,6 +638,7 @@ int Server::Start() {
       if (so.n_parallel > 1 && !so.batching) threads = std::max(1, threads / so.n_parallel);
     }
     so.node.context = ContextOptions(o.n_ctx, threads);
+    so.node.context.device = o.device;
     so.node.prompt_mode = o.prompt_mode;
     so.node.sampling = o.sampling;
     if (!o.tasks_config.empty()) so.tasks.LoadFile(o.tasks_config);

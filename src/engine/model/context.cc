@@ -44,6 +44,28 @@ int PoolThreads(const ContextOptions& options) {
 
 }  // namespace
 
+const char* DeviceName(Device device) {
+  switch (device) {
+    case Device::kCpu: return "cpu";
+    case Device::kCuda: return "cuda";
+    case Device::kAuto: return "auto";
+  }
+  return "?";
+}
+
+Device ParseDevice(const std::string& name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda" || name == "gpu") return Device::kCuda;
+  if (name == "auto") return Device::kAuto;
+  Fail("unknown device \"{}\": expected cpu, cuda or auto", name);
+}
+
+Device ResolveDevice(Device device) {
+  if (device != Device::kAuto) return device;
+  return cuda::DeviceCount() > 0 ? Device::kCuda : Device::kCpu;
+}
+
+
 Context::Context(const Model& model, ContextOptions options)
     : model_(model),
       config_(model.config()),
@@ -53,6 +75,15 @@ Context::Context(const Model& model, ContextOptions options)
       kernels_(&KernelsFor(options)),
       reference_(options.reference) {
   if (batcher_ && reference_) Fail("the reference forward pass cannot be batched");
+  if (!reference_ && ResolveDevice(options.device) == Device::kCuda) {
+    if (batcher_) Fail("a GPU context cannot join a CPU batcher");
+    if (n_ctx_ <= 0 || n_ctx_ > (int64_t{1} << 20)) Fail("context size {} is out of range", n_ctx_);
+    cuda::ForwardOptions o;
+    o.n_ctx = n_ctx_;
+    gpu_ = cuda::CreateForward(model, o);
+    logits_.resize(config_.n_vocab);
+    return;  // the CPU KV cache and scratch are not needed
+  }
   Allocate(/*kv_cache=*/true, /*compute=*/batcher_ == nullptr);
 }
 
@@ -143,6 +174,12 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
   if (all_logits) all_logits->resize(tokens.size() * static_cast<size_t>(config_.n_vocab));
   if (batcher_) {
     batcher_->Eval(*this, tokens, all_logits ? all_logits->data() : nullptr);
+    return logits_;
+  }
+  if (gpu_) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    gpu_->Eval(0, tokens.data(), n, n_past_, logits_.data(), all_logits ? all_logits->data() : nullptr, nullptr);
+    n_past_ += n;
     return logits_;
   }
   if (!reference_) {

@@ -7,15 +7,24 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/common/thread_pool.h"
+#include "engine/cuda/cuda.h"
 #include "engine/kernels/cpu.h"
 #include "engine/model/model.h"
 
 namespace trinity {
 
 class Batcher;
+
+// Where the forward pass runs. kAuto: the GPU when this build has CUDA and a device is present
+// (and the reference pass is not asked for), else the CPU.
+enum class Device { kCpu, kCuda, kAuto };
+const char* DeviceName(Device device);  // "cpu" | "cuda" | "auto"
+Device ParseDevice(const std::string& name);  // throws trinity::Error for anything else
+Device ResolveDevice(Device device);          // kAuto -> kCpu or kCuda
 
 struct ContextOptions {
   // A constructor rather than an aggregate, so ContextOptions{n_ctx, n_threads} stays warning-free
@@ -34,6 +43,10 @@ struct ContextOptions {
   // Continuous batching: Eval goes through this batcher's shared forward steps (its threads and
   // kernel path; n_threads and cpu_path here are ignored). Must outlive the context. Fast path only.
   Batcher* batcher = nullptr;
+  // kCuda: the whole model on the GPU (engine/cuda/cuda.h), same Eval contract; throws
+  // trinity::Error when built without CUDA or with no device. The library default is the CPU
+  // (deterministic for tests and embedders); the CLI's --device defaults to auto.
+  Device device = Device::kCpu;
 };
 
 class Context {
@@ -61,6 +74,10 @@ class Context {
   ThreadPool& pool() { return pool_; }
   // The kernel path in use ("ref" on the reference pass).
   kernels::CpuPath cpu_path() const { return kernels_->path; }
+  // Where Eval runs (never kAuto).
+  Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
+  // The GPU forward pass when device() is kCuda (batched decode, greedy on the GPU), else null.
+  cuda::Forward* gpu() { return gpu_.get(); }
 
   // Prompt tokens evaluated together by the fast path: each weight matrix is streamed once per
   // batch instead of once per token.
@@ -120,6 +137,9 @@ class Context {
   std::vector<int8_t> qb_;
   std::vector<int32_t> act_sums_;
   std::vector<double> rope_freq_;
+
+  // GPU path: Eval forwards to it (sequence 0); the CPU buffers above stay empty.
+  std::unique_ptr<cuda::Forward> gpu_;
 };
 
 }  // namespace trinity
