@@ -8,7 +8,7 @@
 #   bash bench/soak.sh [REQUESTS] [-- extra `trinity bench` flags]
 #
 # Environment: TRINITY (default build/trinity), MODEL (default: the built-in model), PARALLEL (8),
-# CONCURRENCY (12: more clients than slots, so requests queue), MAX_TOKENS (16), CTX (512),
+# CONCURRENCY (12: more clients than slots, so requests queue), MAX_TOKENS (16), CTX (the model's),
 # WORK (a temporary folder for the server log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +20,11 @@ MODEL=${MODEL:-models/trinity-tiny.gguf}
 PARALLEL=${PARALLEL:-8}
 CONCURRENCY=${CONCURRENCY:-12}
 MAX_TOKENS=${MAX_TOKENS:-16}
-CTX=${CTX:-512}
+CTX=${CTX:-}
 WORK=${WORK:-$(mktemp -d)}
 mkdir -p "$WORK"
 
-"$TRINITY" serve -m "$MODEL" --port 0 -c "$CTX" --parallel "$PARALLEL" 2> "$WORK/serve.log" &
+"$TRINITY" serve -m "$MODEL" --port 0 ${CTX:+-c "$CTX"} --parallel "$PARALLEL" 2> "$WORK/serve.log" &
 PID=$!
 trap 'kill $PID 2> /dev/null || true' EXIT
 for _ in $(seq 300); do

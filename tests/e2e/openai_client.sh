@@ -25,10 +25,11 @@ if ! (cd "$WORK" && npm ci --no-audit --no-fund --loglevel=error > npm.log 2>&1)
 fi
 
 # The built-in model (real text, its own chat template); one slot and no queue so that the test
-# can provoke 429.
+# can provoke 429; a context of 2048 (past the model's 256, harmless here) so that the request
+# holding the slot can be long.
 MODEL=$(pwd)/models/trinity-tiny.gguf
 KEY=test-key-$RANDOM
-"$TRINITY" serve -m "$MODEL" --port 0 -c 512 -t 1 --parallel 1 --queue 0 --api-key "$KEY" 2> "$WORK/serve.log" &
+"$TRINITY" serve -m "$MODEL" --port 0 -c 2048 -t 1 --parallel 1 --queue 0 --api-key "$KEY" 2> "$WORK/serve.log" &
 PID=$!
 trap 'kill $PID 2> /dev/null || true' EXIT
 for _ in $(seq 300); do

@@ -6,5 +6,5 @@ set -euo pipefail
 TRINITY=$1; PY=$2; WORK=$3
 rm -rf "$WORK"; mkdir -p "$WORK"
 # The RSS bound is loose here (a short run is mostly warm-up); the full soak uses the default.
-TRINITY=$TRINITY WORK=$WORK PARALLEL=4 CONCURRENCY=6 MAX_TOKENS=8 CTX=256 \
+TRINITY=$TRINITY WORK=$WORK PARALLEL=4 CONCURRENCY=6 MAX_TOKENS=8 \
   bash "$(dirname "$0")/../../bench/soak.sh" 300 -- --max-rss-growth-mib 64

@@ -3,7 +3,7 @@
 // errors the SDK turns into typed exceptions (400, 401, 429 and its retry).
 //
 // Run by tests/e2e/openai_client.sh against a server started with
-//   --api-key $TRINITY_API_KEY --parallel 1 --queue 0 -c 512
+//   --api-key $TRINITY_API_KEY --parallel 1 --queue 0 -c 2048
 // (one slot and no queue, so a second request while one runs gets 429).
 //
 // Environment: TRINITY_URL (http://127.0.0.1:PORT), TRINITY_API_KEY.
@@ -156,7 +156,7 @@ await step('completions.create, plain and streamed', async () => {
 
 await step('prompt longer than the context -> BadRequestError 400 context_length_exceeded', async () => {
   const e = await expectError(
-    client.completions.create({ model: modelId, prompt: 'word '.repeat(2000), max_tokens: 4 }),
+    client.completions.create({ model: modelId, prompt: 'word '.repeat(5000), max_tokens: 4 }),
     OpenAI.BadRequestError, 400);
   assert.equal(e.code, 'context_length_exceeded');
   assert.match(e.message, /maximum context length/);
@@ -195,7 +195,7 @@ await step('wrong API key -> AuthenticationError 401; /health stays open', async
 // asserted: the long stream is cut only after the retrying request has seen its first 429.
 await step('429 while busy: RateLimitError without retries, success with the SDK retrying', async () => {
   const long = await client.completions.create({
-    model: modelId, prompt: 'a', max_tokens: 500, ignore_eos: true, stream: true,
+    model: modelId, prompt: 'a', max_tokens: 2000, ignore_eos: true, stream: true,
   });
   const iterator = long[Symbol.asyncIterator]();
   const first = await iterator.next();  // the first text chunk: the job holds the slot now
