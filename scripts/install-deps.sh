@@ -12,6 +12,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm for the OpenAI SDK test (tests/e2e/openai_client.sh); any node >= 18 and its npm
+# will do (Debian's, or NodeSource's, which bundles npm), so install Debian's only when none is found.
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then missing+=(nodejs npm); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -383,6 +383,56 @@ TEST_F(ServerTest, BadInput) {
   EXPECT_EQ(cli.Get("/health")->status, 200);
 }
 
+// The rest of the bad-input classes, route by route: each gets a 400/404 with OpenAI's
+// error shape, never a 500 or a dropped connection.
+TEST_F(ServerTest, BadInputOtherRoutes) {
+  auto cli = Client();
+  const auto post = [&](const std::string& path, const std::string& body) {
+    return cli.Post(path, body, "application/json");
+  };
+  // Chat messages longer than the context (256), and an empty body.
+  std::string long_text;
+  for (int i = 0; i < 400; ++i) long_text += "word ";
+  const json e = ExpectError(
+      post("/v1/chat/completions", json({{"messages", {{{"role", "user"}, {"content", long_text}}}}}).dump()), 400);
+  EXPECT_EQ(e["code"], "context_length_exceeded");
+  EXPECT_EQ(e["param"], "messages");
+  EXPECT_EQ(ExpectError(post("/v1/chat/completions", ""), 400)["code"], "invalid_json");
+  // Token-id prompts out of the vocabulary, and negative ids.
+  EXPECT_EQ(ExpectError(post("/v1/completions", json({{"prompt", {1, 2, 1 << 30}}}).dump()), 400)["param"], "prompt");
+  ExpectError(post("/v1/completions", json({{"prompt", {1, -2}}}).dump()), 400);
+  // Unsupported features are refused, not ignored.
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
+  json bad = chat;
+  bad["tools"] = {{{"type", "function"}, {"function", {{"name", "f"}}}}};
+  EXPECT_EQ(ExpectError(post("/v1/chat/completions", bad.dump()), 400)["code"], "unsupported_parameter");
+  bad = chat;
+  bad["response_format"] = {{"type", "json_object"}};
+  EXPECT_EQ(ExpectError(post("/v1/chat/completions", bad.dump()), 400)["code"], "unsupported_parameter");
+  bad = chat;
+  bad["messages"][0]["content"] = {{{"type", "image_url"}, {"image_url", {{"url", "x"}}}}};
+  EXPECT_EQ(ExpectError(post("/v1/chat/completions", bad.dump()), 400)["code"], "unsupported_parameter");
+  EXPECT_EQ(ExpectError(post("/v1/completions", json({{"prompt", "a"}, {"echo", true}}).dump()), 400)["code"],
+            "unsupported_parameter");
+  // The task route: wrong types, negative and huge max_tokens, invalid UTF-8, wrong sampling.
+  ExpectError(post("/v1/tasks", json({{"task", 5}, {"input", "x"}}).dump()), 400);
+  ExpectError(post("/v1/tasks", json({{"task", "qa"}, {"input", {"x"}}}).dump()), 400);
+  for (const json& n : {json(-1), json(0), json(1000000), json("5"), json(2.5)}) {
+    EXPECT_EQ(ExpectError(post("/v1/tasks", json({{"task", "qa"}, {"input", "x"}, {"max_tokens", n}}).dump()), 400)
+                  ["param"],
+              "max_tokens")
+        << n;
+  }
+  ExpectError(post("/v1/tasks", "{\"task\":\"qa\",\"input\":\"\xff\"}"), 400);
+  ExpectError(post("/v1/tasks", json({{"task", "qa"}, {"input", "x"}, {"temperature", 5}}).dump()), 400);
+  // tokenize / detokenize: malformed JSON and wrong types.
+  ExpectError(post("/tokenize", "{"), 400);
+  ExpectError(post("/detokenize", json({{"tokens", "1,2"}}).dump()), 400);
+  // Wrong method on a known route: 404 with the error shape, like any unknown route.
+  ExpectError(cli.Get("/v1/chat/completions"), 404);
+  EXPECT_EQ(cli.Get("/health")->status, 200);
+}
+
 TEST_F(ServerTest, Metrics) {
   auto cli = Client();
   auto ok = cli.Post("/v1/completions", json({{"prompt", "Hi"}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}}).dump(), "application/json");
@@ -422,6 +472,16 @@ TEST_F(ServerLifecycleTest, ApiKey) {
   auto r = cli.Get("/v1/models", {{"Authorization", "Bearer sekret"}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+  // Inference routes too, before any parsing: a wrong key on a malformed body is still 401.
+  const std::string chat = json({{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 1}}).dump();
+  auto denied = cli.Post("/v1/chat/completions", {{"Authorization", "Bearer sekre"}}, chat, "application/json");
+  EXPECT_EQ(ExpectError(denied, 401)["type"], "authentication_error");
+  EXPECT_EQ(denied->get_header_value("WWW-Authenticate"), "Bearer");
+  ExpectError(cli.Post("/v1/completions", {{"Authorization", "sekret"}}, "{", "application/json"), 401);
+  ExpectError(cli.Post("/v1/tasks", "{}", "application/json"), 401);
+  auto ok = cli.Post("/v1/chat/completions", {{"Authorization", "Bearer sekret"}}, chat, "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
 }
 
 TEST_F(ServerLifecycleTest, QueueFullGets429) {

@@ -1,6 +1,7 @@
 // trinity run --task TYPE INPUT: one task request through the node.
 // trinity bench: the seed report's multi-task benchmark (three tables, or JSON), the node's
-// overhead against the bare engine (--overhead), and llama-bench-style engine figures (--engine).
+// overhead against the bare engine (--overhead), and llama-bench-style engine figures (--engine);
+// --load URL measures a running server instead (cmd_load.cc).
 #include <unistd.h>
 
 #include <chrono>
@@ -575,7 +576,10 @@ void RegisterBench(CLI::App& app) {
       ->capture_default_str();
   AddDeviceFlag(*cmd, f->device);
   AddSamplingFlags(*cmd, f->sampling);
-  cmd->callback([f] {
+  auto load = std::make_shared<LoadFlags>();
+  AddLoadFlags(*cmd, *load);
+  cmd->callback([f, load] {
+    if (RunLoadIfRequested(*load, {f->json, !f->no_progress, f->plot, f->max_tokens, f->sampling.seed})) return;
     Validate(f->sampling);
     if (f->engine && f->overhead) Fail("--engine and --overhead are separate benchmarks: give one");
     if (f->engine) {

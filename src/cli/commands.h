@@ -45,6 +45,25 @@ struct TaskRunArgs {  // what `run` already parsed
 // Answers the task request when --task was given and returns true; false for a plain run.
 bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args);
 
+// `trinity bench --load URL` (cmd_load.cc): load levels or a soak run against a running server.
+struct LoadFlags {
+  std::string url, concurrency, api_key, route = "chat";
+  int requests = 0;                 // per level (load) or in all (soak); 0: the mode's default
+  bool soak = false;
+  double cancel_fraction = 0.2;
+  int server_pid = 0;
+  double max_rss_growth_mib = 16.0;
+};
+void AddLoadFlags(CLI::App& cmd, LoadFlags& flags);
+struct LoadRunArgs {  // what `bench` already parsed
+  bool json = false, progress = true;
+  std::string plot;
+  int32_t max_tokens = 0;
+  uint64_t seed = 0;
+};
+// Runs the load benchmark or soak when --load was given and returns true.
+bool RunLoadIfRequested(const LoadFlags& flags, const LoadRunArgs& args);
+
 // The model path for -m: the flag, else $TRINITY_MODEL, else the built-in model.
 std::string ResolveModelPath(const std::string& flag);
 std::unique_ptr<Model> LoadModel(const std::string& flag);
