@@ -7,7 +7,7 @@
 // weight matrix, the LM head included, is streamed from memory once per step for all sequences
 // instead of once per sequence. Sequences join between steps and leave when they stop calling.
 //
-// After a step the thread waits a little (at most half a step, at most `gather`) for the
+// After a step the thread waits a little (at most a quarter of a step, at most `gather`) for the
 // sequences of that step to come back with their next token, so that decoding sequences stay in
 // one step instead of alternating between two. Context::Idle() says a sequence is not coming
 // back (its request ended), so the wait does not wait for it.
