@@ -301,30 +301,41 @@ TEST_P(CpuKernelsTest, AttentionMatchesReference) {
   }
 }
 
-// The fused norm + quantisation against RmsNorm then QuantizeActivations. Only the double sum of
-// squares is summed in another order: on these (seeded, deterministic) inputs the float results
-// are identical.
+// The fused norm + quantisation against RmsNorm then QuantizeActivations, plain and with the
+// feed-forward's relu^2(gate) * up in front (as the forward pass computes it). Only the double sum
+// of squares is summed in another order: on these (seeded, deterministic) inputs the float
+// results are identical.
 TEST_P(CpuKernelsTest, NormQuantizeMatchesReference) {
   if (k().norm_quantize == nullptr) GTEST_SKIP() << "no fused norm + quantize on this path";
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int64_t n : {1, 7, 16, 17, 100, 2560, 6912}) {
     for (int offset : {0, 1}) {
-      std::vector<float> xs(n + offset), ws(n + offset);
-      for (float& v : xs) v = normal(rng_) * 3.0f;
-      for (float& v : ws) v = 0.5f + normal(rng_) * 0.2f;
-      const float* x = xs.data() + offset;
-      const float* w = ws.data() + offset;
-      std::vector<float> xn(n);
-      RmsNorm(x, w, n, 1e-5f, xn.data());
-      std::vector<int8_t> want(n), got_buf(n + 1);
-      const float a_want = QuantizeActivations(xn.data(), n, want.data());
-      int32_t want_sum = 0;
-      for (int8_t v : want) want_sum += v;
-      int32_t sum = 0;
-      const float a_got = k().norm_quantize(x, w, n, 1e-5f, got_buf.data() + offset, &sum);
-      ASSERT_EQ(a_want, a_got) << "n=" << n;
-      ASSERT_EQ(0, std::memcmp(want.data(), got_buf.data() + offset, n)) << "n=" << n << " offset=" << offset;
-      ASSERT_EQ(want_sum, sum);
+      for (bool relu2 : {false, true}) {
+        std::vector<float> xs(n + offset), us(n + offset), ws(n + offset);
+        for (float& v : xs) v = normal(rng_) * 3.0f;
+        for (float& v : us) v = normal(rng_);
+        for (float& v : ws) v = 0.5f + normal(rng_) * 0.2f;
+        const float* x = xs.data() + offset;
+        const float* u = us.data() + offset;
+        const float* w = ws.data() + offset;
+        std::vector<float> h(x, x + n), xn(n);
+        if (relu2) {
+          for (int64_t i = 0; i < n; ++i) {
+            const float a = h[i] > 0.0f ? h[i] * h[i] : 0.0f;
+            h[i] = a * u[i];
+          }
+        }
+        RmsNorm(h.data(), w, n, 1e-5f, xn.data());
+        std::vector<int8_t> want(n), got_buf(n + 1);
+        const float a_want = QuantizeActivations(xn.data(), n, want.data());
+        int32_t want_sum = 0;
+        for (int8_t v : want) want_sum += v;
+        int32_t sum = 0;
+        const float a_got = k().norm_quantize(x, relu2 ? u : nullptr, w, n, 1e-5f, got_buf.data() + offset, &sum);
+        ASSERT_EQ(a_want, a_got) << "n=" << n << " relu2=" << relu2;
+        ASSERT_EQ(0, std::memcmp(want.data(), got_buf.data() + offset, n)) << "n=" << n << " offset=" << offset;
+        ASSERT_EQ(want_sum, sum);
+      }
     }
   }
 }

@@ -67,12 +67,13 @@ struct CpuKernels {
                     int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
                     int64_t head_end) = nullptr;
 
-  // RmsNorm (ref.h) then `quantize`, fused: q = quantised rms_norm(x) * weight, returns the
-  // activation scale and sets *q_sum; nothing else is written. The sum of squares is summed in
-  // double in another order than RmsNorm's (a float result can differ in its last bit, so a code
-  // can rarely move by one); everything after it is the same float operations. Null on paths
-  // without a fused kernel: callers then run RmsNorm and `quantize`.
-  float (*norm_quantize)(const float* x, const float* weight, int64_t n, float eps, int8_t* q,
+  // RmsNorm (ref.h) then `quantize`, fused: q = quantised rms_norm(h) * weight, returns the
+  // activation scale and sets *q_sum; nothing else is written. h = x, or with `up` non-null the
+  // feed-forward's relu^2(x) * up (a = x > 0 ? x*x : 0, h = a * up, as the forward pass computes
+  // it). The sum of squares is summed in double in another order than RmsNorm's (a float result
+  // can differ in its last bit, so a code can rarely move by one); everything else is the same
+  // float operations. Null on paths without a fused kernel: callers then run RmsNorm and `quantize`.
+  float (*norm_quantize)(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
                          int32_t* q_sum) = nullptr;
 
   // Causal attention of a batch of query tokens (prefill): token t (of [t_begin, t_end)) sits at

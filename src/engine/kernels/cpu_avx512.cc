@@ -65,26 +65,41 @@ float Quantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
 }
 
 // ---- RmsNorm + quantisation, fused ------------------------------------------------------------
-// Three passes over x (in L1): sum of squares in double (x*x is exact in double; 2 x 8 lanes),
-// max |x * inv * w|, then q = round(x * inv * w * a) with the same float operations as RmsNorm
-// followed by Quantize, so only the double sum's order differs from the reference.
-float NormQuantize(const float* x, const float* weight, int64_t n, float eps, int8_t* q, int32_t* q_sum) {
+// Three passes over x (in L1): sum of squares in double (h*h is exact in double; 2 x 8 lanes),
+// max |h * inv * w|, then q = round(h * inv * w * a) with the same float operations as RmsNorm
+// followed by Quantize, so only the double sum's order differs from the reference. kRelu2: h =
+// relu^2(x) * up, recomputed in each pass (cheaper than a store and reload).
+template <bool kRelu2>
+inline __m512 NormInput(const float* x, const float* up, int64_t j, __mmask16 m) {
+  const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+  if constexpr (!kRelu2) {
+    return v;
+  } else {
+    const __m512 a = _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v, v);
+    return _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, up + j));
+  }
+}
+
+template <bool kRelu2>
+float NormQuantizeT(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                    int32_t* q_sum) {
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512d a = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), b = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - i);
+    const __m512 h = NormInput<kRelu2>(x, up, i, m);  // masked-off lanes are 0
+    const __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(h));
+    const __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(h), 1)));
     s0 = _mm512_fmadd_pd(a, a, s0);
     s1 = _mm512_fmadd_pd(b, b, s1);
   }
-  double sum_sq = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
-  for (; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  const double sum_sq = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
   const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
   const __m512 vinv = _mm512_set1_ps(inv);
   auto normed = [&](int64_t j, __mmask16 m) {
-    return _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), vinv), _mm512_maskz_loadu_ps(m, weight + j));
+    return _mm512_mul_ps(_mm512_mul_ps(NormInput<kRelu2>(x, up, j, m), vinv), _mm512_maskz_loadu_ps(m, weight + j));
   };
   __m512 vmax = _mm512_setzero_ps();
-  for (i = 0; i < n; i += 16) {
+  for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - i);
     vmax = _mm512_max_ps(vmax, _mm512_abs_ps(normed(i, m)));
   }
@@ -92,7 +107,7 @@ float NormQuantize(const float* x, const float* weight, int64_t n, float eps, in
   const __m512 va = _mm512_set1_ps(a);
   const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
   __m512i vsum = _mm512_setzero_si512();
-  for (i = 0; i < n; i += 16) {
+  for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - i);
     __m512i v = _mm512_cvt_roundps_epi32(_mm512_mul_ps(normed(i, m), va), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
@@ -101,6 +116,12 @@ float NormQuantize(const float* x, const float* weight, int64_t n, float eps, in
   }
   *q_sum = _mm512_reduce_add_epi32(vsum);
   return a;
+}
+
+float NormQuantize(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                   int32_t* q_sum) {
+  return up != nullptr ? NormQuantizeT<true>(x, up, weight, n, eps, q, q_sum)
+                       : NormQuantizeT<false>(x, up, weight, n, eps, q, q_sum);
 }
 
 // ---- ternary GEMV (decode) ----------------------------------------------------------------------

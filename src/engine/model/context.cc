@@ -308,7 +308,7 @@ void Context::EvalRows(const Row* rows, int64_t n) {
   auto norm_quant = [&](const float* src, int64_t width, const float* weight, int64_t b, int64_t e) {
     if (k.norm_quantize != nullptr) {  // one fused kernel, no normed copy written
       for (int64_t t = b; t < e; ++t)
-        act_scales_[t] = k.norm_quantize(src + t * width, weight, width, c.rms_eps, qb_.data() + t * wide, &act_sums_[t]);
+        act_scales_[t] = k.norm_quantize(src + t * width, nullptr, weight, width, c.rms_eps, qb_.data() + t * wide, &act_sums_[t]);
       return;
     }
     for (int64_t t = b; t < e; ++t) {
@@ -412,8 +412,16 @@ void Context::EvalRows(const Row* rows, int64_t n) {
       const int64_t ub = std::max(begin, n_ff) - n_ff, ue = std::max(end, n_ff) - n_ff;
       if (ub < ue) gemm(l.w_up, upb_.data(), n_ff, ub, ue);
     }, 16);
-    // act(gate) * up, ffn_sub_norm and quantisation in one pass per token.
+    // act(gate) * up, ffn_sub_norm and quantisation in one pass per token (relu^2 with a fused
+    // kernel: one call, nothing written back).
     pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
+      if (k.norm_quantize != nullptr && c.activation == FfnActivation::kRelu2) {
+        for (int64_t t = b; t < e; ++t) {
+          act_scales_[t] = k.norm_quantize(gateb_.data() + t * n_ff, upb_.data() + t * n_ff, l.ffn_sub_norm, n_ff,
+                                           c.rms_eps, qb_.data() + t * wide, &act_sums_[t]);
+        }
+        return;
+      }
       for (int64_t t = b; t < e; ++t) {
         float* g = gateb_.data() + t * n_ff;
         const float* u = upb_.data() + t * n_ff;
