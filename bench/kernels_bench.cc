@@ -5,14 +5,17 @@
 // Memory-bound kernels (ternary GEMV, F16 GEMV) cycle over enough copies of the matrix to miss
 // every cache and report GB/s of weight bytes read plus pct_peak: that rate as a percentage of
 // this process's measured one-thread read bandwidth (BM_ReadBandwidth, measured once at start).
-// The compute-bound ternary GEMM (prefill) reports GMAC/s. Rates use wall time (UseRealTime):
+// The compute-bound ternary GEMM (prefill) reports GMAC/s per CPU second and pct_vnni_peak: that
+// rate as a percentage of one core's measured zmm vpdpbusd rate. Other rates use wall time (UseRealTime):
 // the machine may be shared, and a memory-bound kernel's wall rate is what decoding sees.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/common/fp16.h"
@@ -113,6 +116,46 @@ void BM_TernaryGemv(benchmark::State& state) {
   state.SetLabel(CpuPathName(path));
 }
 
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+#if defined(__x86_64__)
+// One core's int8 peak: 12 independent zmm vpdpbusd per loop iteration (64 MACs each), best of
+// 5 runs timed in thread CPU time (the machine may be shared), GMAC/s. Only called on machines that run the AVX-512 VNNI path.
+__attribute__((target("avx512f,avx512vnni"))) double MeasureVnniPeakGmacs() {
+  constexpr int64_t kIters = 10'000'000;
+  double best = 1e30;
+  for (int pass = 0; pass < 5; ++pass) {
+    const double t0 = ThreadCpuSeconds();
+    for (int64_t i = 0; i < kIters; ++i) {
+#define TRINITY_DP(n) "vpdpbusd %%zmm30, %%zmm31, %%zmm" #n "\n\t"
+      __asm__ volatile(TRINITY_DP(0) TRINITY_DP(1) TRINITY_DP(2) TRINITY_DP(3) TRINITY_DP(4) TRINITY_DP(5)
+                           TRINITY_DP(6) TRINITY_DP(7) TRINITY_DP(8) TRINITY_DP(9) TRINITY_DP(10) TRINITY_DP(11)
+                       :
+                       :
+                       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                         "xmm11");
+#undef TRINITY_DP
+    }
+    best = std::min(best, ThreadCpuSeconds() - t0);
+  }
+  return static_cast<double>(kIters) * 12 * 64 / best / 1e9;
+}
+#endif
+
+double VnniPeakGmacs() {
+  static const double gmacs = [] {
+#if defined(__x86_64__)
+    if (CpuPathSupported(CpuPath::kAvx512)) return MeasureVnniPeakGmacs();
+#endif
+    return 0.0;
+  }();
+  return gmacs;
+}
+
 // args: path, n_in, n_out, n_tok
 void BM_TernaryGemm(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
@@ -131,8 +174,13 @@ void BM_TernaryGemm(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % set.copies;
   }
-  state.counters["GMACps"] = benchmark::Counter(static_cast<double>(n_in * n_out * n_tok) * static_cast<double>(state.iterations()) / 1e9,
-                                                benchmark::Counter::kIsRate);
+  const double gmac = static_cast<double>(n_in * n_out * n_tok) * static_cast<double>(state.iterations()) / 1e9;
+  state.counters["GMACps"] = benchmark::Counter(gmac, benchmark::Counter::kIsRate);
+  // Percentage of one core's measured zmm vpdpbusd peak (64 int8 MACs per instruction).
+  if (VnniPeakGmacs() > 0.0) {
+    state.counters["pct_vnni_peak"] = benchmark::Counter(gmac / VnniPeakGmacs() * 100.0, benchmark::Counter::kIsRate);
+    state.counters["vnni_peak_GMACps"] = VnniPeakGmacs();
+  }
   state.SetLabel(CpuPathName(path));
 }
 
@@ -153,6 +201,51 @@ void BM_DenseGemvF16(benchmark::State& state) {
   SetBandwidth(state, static_cast<double>(2 * n_in * n_rows));
   state.SetLabel(CpuPathName(path));
 }
+
+// Prefill attention, 2B-4T heads (20 query heads, 5 KV heads, head_dim 128): a batch of n_tok
+// query tokens at positions pos .. pos+n_tok-1 over the cache, one thread. args: path, batched
+// (0: the one-token kernel per token, as decode runs it; 1: attention_prefill), pos, n_tok.
+// GFLOPs counts 2 x 2 x head_dim flops per (query head, visible key): q.k and p.v.
+void BM_AttentionPrefill(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const bool batched = state.range(1) != 0;
+  if (batched && k.attention_prefill == nullptr) return state.SkipWithError("no batched attention on this path");
+  const int64_t n_head = 20, n_head_kv = 5, head_dim = 128, pos = state.range(2), n_tok = state.range(3);
+  const int64_t width = n_head * head_dim, kv_width = n_head_kv * head_dim, n_kv = pos + n_tok;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> q(n_tok * width), kc(n_kv * kv_width), vc(kc.size()), out(q.size()), scratch(n_kv);
+  for (float& v : q) v = normal(rng);
+  for (float& v : kc) v = normal(rng);
+  for (float& v : vc) v = normal(rng);
+  for (auto _ : state) {
+    if (batched) {
+      k.attention_prefill(q.data(), width, kc.data(), vc.data(), pos, n_head, n_head_kv, head_dim, out.data(), width, 0,
+                          n_tok, 0, n_head_kv);
+    } else {
+      for (int64_t t = 0; t < n_tok; ++t)
+        k.attention(q.data() + t * width, kc.data(), vc.data(), pos + t + 1, n_head, n_head_kv, head_dim,
+                    out.data() + t * width, scratch.data(), 0, n_head);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  double keys = 0.0;
+  for (int64_t t = 0; t < n_tok; ++t) keys += static_cast<double>(pos + t + 1);
+  state.counters["GFLOPs"] = benchmark::Counter(4.0 * static_cast<double>(head_dim * n_head) * keys *
+                                                    static_cast<double>(state.iterations()) / 1e9,
+                                                benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(CpuPathName(path)) + (batched ? " batched" : " per token"));
+}
+BENCHMARK(BM_AttentionPrefill)
+    ->ArgNames({"path", "batched", "pos", "n_tok"})
+    ->Args({1, 0, 448, 64})
+    ->Args({2, 0, 448, 64})
+    ->Args({2, 1, 448, 64})
+    ->Args({2, 0, 0, 64})
+    ->Args({2, 1, 0, 64})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Quantize(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
@@ -181,10 +274,13 @@ BENCHMARK(BM_TernaryGemm)
     ->ArgNames({"path", "n_in", "n_out", "n_tok"})
     ->Args({0, 2560, 6912, 64})
     ->Args({1, 2560, 6912, 64})
+    ->Args({2, 2560, 6912, 4})
+    ->Args({2, 2560, 6912, 8})
+    ->Args({2, 2560, 2560, 64})
     ->Args({2, 2560, 6912, 64})
     ->Args({2, 6912, 2560, 64})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+    ->Args({2, 2560, 6912, 128})
+    ->Unit(benchmark::kMillisecond);  // CPU time: compute-bound, and the machine may be shared
 BENCHMARK(BM_DenseGemvF16)
     ->ArgNames({"path", "n_in", "n_rows"})
     ->Args({0, 2560, 32768})

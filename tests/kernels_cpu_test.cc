@@ -145,8 +145,8 @@ TEST_P(CpuKernelsTest, TernaryGemvIsBitIdentical) {
 
 TEST_P(CpuKernelsTest, TernaryGemmIsBitIdentical) {
   for (int64_t n_in : {128, 384, 2560}) {
-    for (int64_t n_out : {1, 5, 16, 19}) {
-      for (int64_t n_tok : {1, 2, 3, 4, 5, 8, 33, 37}) {
+    for (int64_t n_out : {1, 5, 16, 19, 37}) {
+      for (int64_t n_tok : {1, 2, 3, 4, 5, 7, 8, 9, 33, 37, 64}) {
         for (bool groups : {false, true}) {
           TernaryCase w = MakeTernary(rng_, n_in, n_out, static_cast<int>(n_tok % 2), groups);
           const int64_t q_stride = n_in + 5;  // a row stride that misaligns every other token
@@ -297,6 +297,83 @@ TEST_P(CpuKernelsTest, AttentionMatchesReference) {
       k().attention(q.data(), k_cache.data(), v_cache.data(), n_kv, n_head, n_head_kv, head_dim, got.data(), scratch.data(), 1,
                     n_head);
       for (int64_t i = head_dim; i < n_head * head_dim; ++i) ASSERT_NEAR(want[i], got[i], 1e-5) << "head_dim=" << head_dim << " n_kv=" << n_kv;
+    }
+  }
+}
+
+// The fused norm + quantisation against RmsNorm then QuantizeActivations, plain and with the
+// feed-forward's relu^2(gate) * up in front (as the forward pass computes it). Only the double sum
+// of squares is summed in another order: on these (seeded, deterministic) inputs the float
+// results are identical.
+TEST_P(CpuKernelsTest, NormQuantizeMatchesReference) {
+  if (k().norm_quantize == nullptr) GTEST_SKIP() << "no fused norm + quantize on this path";
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t n : {1, 7, 16, 17, 100, 2560, 6912}) {
+    for (int offset : {0, 1}) {
+      for (bool relu2 : {false, true}) {
+        std::vector<float> xs(n + offset), us(n + offset), ws(n + offset);
+        for (float& v : xs) v = normal(rng_) * 3.0f;
+        for (float& v : us) v = normal(rng_);
+        for (float& v : ws) v = 0.5f + normal(rng_) * 0.2f;
+        const float* x = xs.data() + offset;
+        const float* u = us.data() + offset;
+        const float* w = ws.data() + offset;
+        std::vector<float> h(x, x + n), xn(n);
+        if (relu2) {
+          for (int64_t i = 0; i < n; ++i) {
+            const float a = h[i] > 0.0f ? h[i] * h[i] : 0.0f;
+            h[i] = a * u[i];
+          }
+        }
+        RmsNorm(h.data(), w, n, 1e-5f, xn.data());
+        std::vector<int8_t> want(n), got_buf(n + 1);
+        const float a_want = QuantizeActivations(xn.data(), n, want.data());
+        int32_t want_sum = 0;
+        for (int8_t v : want) want_sum += v;
+        int32_t sum = 0;
+        const float a_got = k().norm_quantize(x, relu2 ? u : nullptr, w, n, 1e-5f, got_buf.data() + offset, &sum);
+        ASSERT_EQ(a_want, a_got) << "n=" << n << " relu2=" << relu2;
+        ASSERT_EQ(0, std::memcmp(want.data(), got_buf.data() + offset, n)) << "n=" << n << " offset=" << offset;
+        ASSERT_EQ(want_sum, sum);
+      }
+    }
+  }
+}
+
+// The batched (prefill) attention against the one-token reference, token by token: GQA groups of
+// 1, 3 and 4 heads, head sizes 16..256, batches that start at position 0 or deep into the cache,
+// key counts around the kernel's 64-key blocks, more tokens than one pass covers (> 64), a
+// sub-range of tokens and of KV heads (as a thread gets).
+TEST_P(CpuKernelsTest, AttentionPrefillMatchesReference) {
+  if (k().attention_prefill == nullptr) GTEST_SKIP() << "no batched attention on this path";
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Shape {
+    int64_t n_head, n_head_kv, head_dim, pos, n_tok;
+  };
+  for (const Shape& sh : {Shape{4, 4, 16, 0, 1}, Shape{8, 2, 64, 0, 5}, Shape{6, 2, 128, 3, 64}, Shape{8, 2, 128, 61, 70},
+                          Shape{4, 1, 32, 130, 9}, Shape{20, 5, 128, 64, 64}, Shape{2, 1, 256, 0, 17},
+                          Shape{16, 1, 48, 7, 3}}) {
+    ASSERT_TRUE(AttentionPrefillSupports(sh.n_head, sh.n_head_kv, sh.head_dim));
+    const int64_t kv_width = sh.n_head_kv * sh.head_dim, n_kv = sh.pos + sh.n_tok;
+    const int64_t q_stride = sh.n_head * sh.head_dim + 3;  // misaligned rows
+    std::vector<float> q(q_stride * sh.n_tok), k_cache(n_kv * kv_width), v_cache(k_cache.size());
+    for (float& v : q) v = normal(rng_) * 2.0f;
+    for (float& v : k_cache) v = normal(rng_);
+    for (float& v : v_cache) v = normal(rng_);
+    for (auto [t_begin, kvh_begin] : {std::pair<int64_t, int64_t>{0, 0}, {sh.n_tok / 2, sh.n_head_kv / 2}}) {
+      const int64_t t_end = sh.n_tok, kvh_end = sh.n_head_kv;
+      std::vector<float> want(q.size(), -7.0f), got(q.size(), -7.0f), scratch(n_kv);
+      const int64_t group = sh.n_head / sh.n_head_kv;
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        Attention(q.data() + t * q_stride, k_cache.data(), v_cache.data(), sh.pos + t + 1, sh.n_head, sh.n_head_kv,
+                  sh.head_dim, want.data() + t * q_stride, scratch.data(), kvh_begin * group, kvh_end * group);
+      }
+      k().attention_prefill(q.data(), q_stride, k_cache.data(), v_cache.data(), sh.pos, sh.n_head, sh.n_head_kv,
+                            sh.head_dim, got.data(), q_stride, t_begin, t_end, kvh_begin, kvh_end);
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_NEAR(want[i], got[i], 2e-5) << "i=" << i << " n_head=" << sh.n_head << " head_dim=" << sh.head_dim
+                                           << " pos=" << sh.pos << " n_tok=" << sh.n_tok << " t_begin=" << t_begin;
+      }
     }
   }
 }

@@ -66,7 +66,32 @@ struct CpuKernels {
   void (*attention)(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
                     int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
                     int64_t head_end) = nullptr;
+
+  // RmsNorm (ref.h) then `quantize`, fused: q = quantised rms_norm(h) * weight, returns the
+  // activation scale and sets *q_sum; nothing else is written. h = x, or with `up` non-null the
+  // feed-forward's relu^2(x) * up (a = x > 0 ? x*x : 0, h = a * up, as the forward pass computes
+  // it). The sum of squares is summed in double in another order than RmsNorm's (a float result
+  // can differ in its last bit, so a code can rarely move by one); everything else is the same
+  // float operations. Null on paths without a fused kernel: callers then run RmsNorm and `quantize`.
+  float (*norm_quantize)(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                         int32_t* q_sum) = nullptr;
+
+  // Causal attention of a batch of query tokens (prefill): token t (of [t_begin, t_end)) sits at
+  // position pos + t, its query at q + t*q_stride, and sees cache rows 0 .. pos+t; output at
+  // out + t*out_stride; for KV heads [kvh_begin, kvh_end) and their n_head/n_head_kv query heads
+  // each. Equal to Attention per token to within float rounding (online softmax, other summation
+  // order). Null on paths without a batched kernel, and only for shapes where
+  // AttentionPrefillSupports(): callers otherwise run `attention` per token.
+  void (*attention_prefill)(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache,
+                            int64_t pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out,
+                            int64_t out_stride, int64_t t_begin, int64_t t_end, int64_t kvh_begin,
+                            int64_t kvh_end) = nullptr;
 };
+
+// Shapes the batched attention kernel covers (its register tiles and stack buffers).
+inline bool AttentionPrefillSupports(int64_t n_head, int64_t n_head_kv, int64_t head_dim) {
+  return head_dim % 16 == 0 && head_dim <= 256 && n_head_kv > 0 && n_head % n_head_kv == 0 && n_head / n_head_kv <= 16;
+}
 
 // The table of one path; throws trinity::Error when the machine cannot run it.
 const CpuKernels& GetCpuKernels(CpuPath path);

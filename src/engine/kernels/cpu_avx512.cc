@@ -24,6 +24,14 @@ namespace {
 
 inline __mmask16 TailMask16(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
+// acc += vpdpbusd(u8 a, s8 b), accumulating in place. Inline asm rather than the intrinsic: with
+// the intrinsic, GCC 12 copies the tied accumulator of every vpdpbusd into a fresh register and
+// back, and spills the accumulators of a 24-accumulator tile to the stack (4x slower).
+inline __m512i Dpbusd(__m512i acc, __m512i a, __m512i b) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
+  return acc;
+}
+
 // ---- activation quantisation ------------------------------------------------------------------
 // Reference (ref.h): a = 127 / max(max|x|, 1e-5); q = clamp(round_half_even(x * a), -128, 127).
 // Same float operations in the same order (one multiply per element), so bit-identical.
@@ -54,6 +62,66 @@ float Quantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
   }
   *q_sum = _mm512_reduce_add_epi32(vsum);
   return a;
+}
+
+// ---- RmsNorm + quantisation, fused ------------------------------------------------------------
+// Three passes over x (in L1): sum of squares in double (h*h is exact in double; 2 x 8 lanes),
+// max |h * inv * w|, then q = round(h * inv * w * a) with the same float operations as RmsNorm
+// followed by Quantize, so only the double sum's order differs from the reference. kRelu2: h =
+// relu^2(x) * up, recomputed in each pass (cheaper than a store and reload).
+template <bool kRelu2>
+inline __m512 NormInput(const float* x, const float* up, int64_t j, __mmask16 m) {
+  const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+  if constexpr (!kRelu2) {
+    return v;
+  } else {
+    const __m512 a = _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v, v);
+    return _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, up + j));
+  }
+}
+
+template <bool kRelu2>
+float NormQuantizeT(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                    int32_t* q_sum) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - i);
+    const __m512 h = NormInput<kRelu2>(x, up, i, m);  // masked-off lanes are 0
+    const __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(h));
+    const __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(h), 1)));
+    s0 = _mm512_fmadd_pd(a, a, s0);
+    s1 = _mm512_fmadd_pd(b, b, s1);
+  }
+  const double sum_sq = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+  const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
+  const __m512 vinv = _mm512_set1_ps(inv);
+  auto normed = [&](int64_t j, __mmask16 m) {
+    return _mm512_mul_ps(_mm512_mul_ps(NormInput<kRelu2>(x, up, j, m), vinv), _mm512_maskz_loadu_ps(m, weight + j));
+  };
+  __m512 vmax = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - i);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(normed(i, m)));
+  }
+  const float a = 127.0f / std::max(_mm512_reduce_max_ps(vmax), 1e-5f);
+  const __m512 va = _mm512_set1_ps(a);
+  const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+  __m512i vsum = _mm512_setzero_si512();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - i);
+    __m512i v = _mm512_cvt_roundps_epi32(_mm512_mul_ps(normed(i, m), va), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    vsum = _mm512_add_epi32(vsum, v);  // masked-off lanes are 0
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, m, v);
+  }
+  *q_sum = _mm512_reduce_add_epi32(vsum);
+  return a;
+}
+
+float NormQuantize(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                   int32_t* q_sum) {
+  return up != nullptr ? NormQuantizeT<true>(x, up, weight, n, eps, q, q_sum)
+                       : NormQuantizeT<false>(x, up, weight, n, eps, q, q_sum);
 }
 
 // ---- ternary GEMV (decode) ----------------------------------------------------------------------
@@ -138,8 +206,8 @@ inline void GemmTile(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int6
       const __m512i qb = _mm512_loadu_si512(q + t * q_stride + 128 * j + 64);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], ca[r], qa);
-        acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cb[r], qb);
+        acc[r][t] = Dpbusd(acc[r][t], ca[r], qa);
+        acc[r][t] = Dpbusd(acc[r][t], cb[r], qb);
       }
     }
   }
@@ -158,6 +226,136 @@ void GemmTileT(int t_count, const uint8_t* w0, int64_t row_bytes, const int8_t* 
   }
 }
 
+// Prefill batches (many tokens): the rows a thread owns are unpacked once per call, a panel of
+// kPanelRows rows at a time, into a stack scratch of u8 codes in activation order (kPanelRows x
+// n_in bytes, L2-resident), and every token of the batch then runs over that panel with no
+// unpacking in the inner loop: a 4-row x 6-token register tile holds 24 accumulators, and per 64
+// values it does 4 code loads + 6 activation loads for 24 vpdpbusd. The values are split into
+// chunks of at most kChunk (the tile's 6 activation rows + 4 code rows of one chunk stay in L1
+// while the panel's 4-row groups take turns). Each chunk's 24 lane-wise sums are reduced four
+// rows at a time (interleave + add) into one vector of 4 row sums per token and added to int32
+// partial sums; the float epilogue runs once. Same integer sums as the reference, same float
+// epilogue, so bit-identical.
+constexpr int kTileRows = 4;
+constexpr int kTileTokens = 6;
+constexpr int64_t kPanelRows = 16;
+constexpr int64_t kChunk = 2560;
+constexpr int64_t kScratchBytes = 128 * 1024;
+// Below this many tokens the unpack-to-scratch pass costs more than it saves (each unpacked
+// panel is reused by too few tokens): the register-tile kernel above unpacks in registers.
+constexpr int64_t kScratchMinTokens = 8;
+
+// One I2_S row (blocks x 32 bytes) -> blocks x 128 u8 codes in activation order.
+inline void UnpackRow(const uint8_t* row, int64_t blocks, uint8_t* out) {
+  const __m512i shift_a = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
+  const __m512i shift_b = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);
+  const __m512i three = _mm512_set1_epi8(3);
+  for (int64_t j = 0; j < blocks; ++j) {
+    const __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j)));
+    _mm512_store_si512(out + 128 * j, _mm512_and_si512(_mm512_srlv_epi16(w, shift_a), three));
+    _mm512_store_si512(out + 128 * j + 64, _mm512_and_si512(_mm512_srlv_epi16(w, shift_b), three));
+  }
+}
+
+// Sums of the 16 lanes of a, b, c, d as one vector {sum a, sum b, sum c, sum d}.
+inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  const __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+// R rows (u8 codes, n_in apart, 64-byte aligned) x T tokens over values [0, len) of wu and q:
+// dot[t][0..4) += the R row sums of token t (lanes >= R get 0). Not inlined: GCC then keeps all
+// 24 accumulators in registers.
+template <int R, int T>
+__attribute__((noinline)) void ScratchTile(const uint8_t* wu, int64_t n_in, const int8_t* q, int64_t q_stride,
+                                           int64_t len, __m128i* dot) {
+  __m512i acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
+  for (int64_t c = 0; c < len; c += 64) {
+    __m512i w[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) w[r] = _mm512_load_si512(wu + r * n_in + c);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512i qv = _mm512_loadu_si512(q + t * q_stride + c);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = Dpbusd(acc[r][t], w[r], qv);
+    }
+  }
+  const __m512i zero = _mm512_setzero_si512();
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    dot[t] = _mm_add_epi32(dot[t], Hsum4(acc[0][t], R > 1 ? acc[R > 1 ? 1 : 0][t] : zero,
+                                         R > 2 ? acc[R > 2 ? 2 : 0][t] : zero, R > 3 ? acc[R > 3 ? 3 : 0][t] : zero));
+  }
+}
+
+template <int R>
+void ScratchTileT(int t_count, const uint8_t* wu, int64_t n_in, const int8_t* q, int64_t q_stride, int64_t len,
+                  __m128i* dot) {
+  switch (t_count) {
+    case 6: ScratchTile<R, 6>(wu, n_in, q, q_stride, len, dot); break;
+    case 5: ScratchTile<R, 5>(wu, n_in, q, q_stride, len, dot); break;
+    case 4: ScratchTile<R, 4>(wu, n_in, q, q_stride, len, dot); break;
+    case 3: ScratchTile<R, 3>(wu, n_in, q, q_stride, len, dot); break;
+    case 2: ScratchTile<R, 2>(wu, n_in, q, q_stride, len, dot); break;
+    default: ScratchTile<R, 1>(wu, n_in, q, q_stride, len, dot); break;
+  }
+}
+
+void TernaryGemmScratch(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
+                        const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
+                        int64_t row_end) {
+  const int64_t n_in = w.n_in, row_bytes = n_in / 4, blocks = n_in / 128;
+  // The scratch lives on this thread's stack (no allocation; no standard-library template gets
+  // instantiated in this AVX-512 file). n_in is a multiple of 128, so rows stay 64-byte aligned.
+  alignas(64) uint8_t scratch[kScratchBytes];
+  const int64_t panel_rows = std::min<int64_t>(kPanelRows, kScratchBytes / n_in);
+  // Chunks of equal length (multiples of 64) of at most kChunk values.
+  const int64_t n_chunks = (n_in + kChunk - 1) / kChunk;
+  const int64_t chunk = (n_in / 64 + n_chunks - 1) / n_chunks * 64;
+  const __m128 vscale = _mm_set1_ps(w.scale);
+  for (int64_t p0 = row_begin; p0 < row_end; p0 += panel_rows) {
+    const int64_t pr = std::min(panel_rows, row_end - p0);
+    for (int64_t i = 0; i < pr; ++i) UnpackRow(w.codes + (p0 + i) * row_bytes, blocks, scratch + i * n_in);
+    for (int64_t t = 0; t < n_tok; t += kTileTokens) {
+      const int tc = static_cast<int>(std::min<int64_t>(kTileTokens, n_tok - t));
+      __m128i dot[kPanelRows / kTileRows][kTileTokens];
+      for (auto& row_group : dot)
+        for (__m128i& d : row_group) d = _mm_setzero_si128();
+      for (int64_t c = 0; c < n_in; c += chunk) {
+        const int64_t len = std::min(chunk, n_in - c);
+        const int8_t* qt = q + t * q_stride + c;
+        for (int64_t r = 0; r < pr; r += kTileRows) {
+          const int rc = static_cast<int>(std::min<int64_t>(kTileRows, pr - r));
+          const uint8_t* wu = scratch + r * n_in + c;
+          __m128i* d = dot[r / kTileRows];
+          switch (rc) {
+            case 4: ScratchTileT<4>(tc, wu, n_in, qt, q_stride, len, d); break;
+            case 3: ScratchTileT<3>(tc, wu, n_in, qt, q_stride, len, d); break;
+            case 2: ScratchTileT<2>(tc, wu, n_in, qt, q_stride, len, d); break;
+            default: ScratchTileT<1>(tc, wu, n_in, qt, q_stride, len, d); break;
+          }
+        }
+      }
+      // y = (dot - q_sum) * scale / act_scale, as the reference (float(int) * scale / act_scale).
+      for (int64_t r = 0; r < pr; r += kTileRows) {
+        const __mmask8 m = static_cast<__mmask8>((1u << std::min<int64_t>(kTileRows, pr - r)) - 1u);
+        for (int k = 0; k < tc; ++k) {
+          const __m128 v = _mm_div_ps(
+              _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(dot[r / kTileRows][k], _mm_set1_epi32(q_sums[t + k]))), vscale),
+              _mm_set1_ps(act_scales[t + k]));
+          _mm_mask_storeu_ps(y + (t + k) * y_stride + p0 + r, m, v);
+        }
+      }
+    }
+  }
+}
+
 void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
                  const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
                  int64_t row_end) {
@@ -168,6 +366,10 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
   if (w.group_scales != nullptr) {
     for (int64_t t = 0; t < n_tok; ++t)
       TernaryMatVec(w, q + t * q_stride, act_scales[t], y + t * y_stride, row_begin, row_end);
+    return;
+  }
+  if (n_tok >= kScratchMinTokens && w.n_in <= kScratchBytes) {
+    TernaryGemmScratch(w, q, q_stride, q_sums, act_scales, n_tok, y, y_stride, row_begin, row_end);
     return;
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
@@ -322,6 +524,196 @@ void AttentionHeads(const float* q, const float* k_cache, const float* v_cache, 
   }
 }
 
+// ---- attention over a batch of query tokens (prefill) ------------------------------------------
+// Flash-attention style: keys in blocks of 64, each block's K transposed once into a stack tile
+// (head_dim x 64) and reused by every query token and every query head of the KV head; scores
+// for up to 4 heads of one token at a time (16 accumulators: 4 heads x 64 keys, per dim one
+// broadcast per head and 4 K loads); online softmax (running max m and sum l per row, the output
+// rescaled by exp(m_old - m_new) when the max grows); p.V accumulated into `out` 64 dims at a
+// time. A query token's heads share one causal limit, so no masked work beyond its last block.
+constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kMaxTokens = 64;  // per pass over the keys (more: several passes)
+constexpr int64_t kMaxGroup = 16;   // query heads per KV head
+
+// e^x for 16 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
+// times 2^n with vscalefps. Inputs below -87 give ~0 (the caller masks true zeros).
+inline __m512 Exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.3981999507e-3f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Scores of R query heads (qh[r], head_dim floats each) against the 64 keys of a transposed
+// block kt (head_dim rows of 64 floats): s[r][0..64) = scale * q_r . k.
+template <int R>
+inline void BlockScores(const float* const* qh, const float* kt, int64_t head_dim, float scale, float (*s)[kKeyBlock]) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) acc[r][i] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float* kd = kt + d * kKeyBlock;
+    const __m512 k0 = _mm512_load_ps(kd), k1 = _mm512_load_ps(kd + 16), k2 = _mm512_load_ps(kd + 32),
+                 k3 = _mm512_load_ps(kd + 48);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 qv = _mm512_set1_ps(qh[r][d]);
+      acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+    }
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) _mm512_store_ps(s[r] + 16 * i, _mm512_mul_ps(acc[r][i], vs));
+}
+
+// o_r[0..16*Z) = o_r * corr[r] + sum_k p[r][k] v_k[0..16*Z) for R rows, nv keys (v rows kv_stride apart).
+template <int R, int Z>
+inline void BlockPv(float* const* o, const float (*p)[kKeyBlock], const float* corr, const float* v, int64_t kv_stride,
+                    int64_t nv) {
+  __m512 acc[R][Z];
+  for (int r = 0; r < R; ++r) {
+    const __m512 c = _mm512_set1_ps(corr[r]);
+    for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_mul_ps(_mm512_loadu_ps(o[r] + 16 * z), c);
+  }
+  for (int64_t k = 0; k < nv; ++k, v += kv_stride) {
+    __m512 vv[Z];
+    for (int z = 0; z < Z; ++z) vv[z] = _mm512_loadu_ps(v + 16 * z);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 pv = _mm512_set1_ps(p[r][k]);
+      for (int z = 0; z < Z; ++z) acc[r][z] = _mm512_fmadd_ps(pv, vv[z], acc[r][z]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int z = 0; z < Z; ++z) _mm512_storeu_ps(o[r] + 16 * z, acc[r][z]);
+}
+
+template <int R>
+void BlockPvAll(float* const* o, const float (*p)[kKeyBlock], const float* corr, const float* v, int64_t kv_stride,
+                int64_t nv, int64_t head_dim) {
+  float* oz[R];
+  for (int64_t d = 0; d < head_dim; d += 64) {
+    for (int r = 0; r < R; ++r) oz[r] = o[r] + d;
+    switch (std::min<int64_t>(4, (head_dim - d) / 16)) {
+      case 4: BlockPv<R, 4>(oz, p, corr, v + d, kv_stride, nv); break;
+      case 3: BlockPv<R, 3>(oz, p, corr, v + d, kv_stride, nv); break;
+      case 2: BlockPv<R, 2>(oz, p, corr, v + d, kv_stride, nv); break;
+      default: BlockPv<R, 1>(oz, p, corr, v + d, kv_stride, nv); break;
+    }
+  }
+}
+
+// One block of keys [kb, kb + nv) for R heads of one token: scores, online-softmax update of
+// m/l, rescale + accumulate the outputs.
+template <int R>
+void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, const float* kt, const float* v,
+                 int64_t kv_stride, int64_t nv, int64_t head_dim, float scale) {
+  alignas(64) float s[R][kKeyBlock];
+  BlockScores<R>(qh, kt, head_dim, scale, s);
+  float corr[R];
+  for (int r = 0; r < R; ++r) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < nv; i += 16) {
+      const __mmask16 mk = nv - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(nv - i);
+      vmax = _mm512_mask_max_ps(vmax, mk, vmax, _mm512_load_ps(s[r] + i));
+    }
+    const float m_new = std::max(m[r], _mm512_reduce_max_ps(vmax));
+    corr[r] = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
+    const __m512 vm = _mm512_set1_ps(m_new);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < kKeyBlock; i += 16) {
+      const __mmask16 mk = nv - i >= 16 ? static_cast<__mmask16>(0xffff) : nv > i ? TailMask16(nv - i) : static_cast<__mmask16>(0);
+      const __m512 e = _mm512_maskz_mov_ps(mk, Exp16(_mm512_sub_ps(_mm512_load_ps(s[r] + i), vm)));
+      _mm512_store_ps(s[r] + i, e);
+      vsum = _mm512_add_ps(vsum, e);
+    }
+    l[r] = l[r] * corr[r] + _mm512_reduce_add_ps(vsum);
+    m[r] = m_new;
+  }
+  BlockPvAll<R>(o, s, corr, v, kv_stride, nv, head_dim);
+}
+
+// head_dim % 16 == 0, head_dim <= kMaxHeadDim, n_head / n_head_kv <= kMaxGroup (AttentionPrefillSupports).
+void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
+                      int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
+                      int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
+  const int64_t group = n_head / n_head_kv;
+  const int64_t kv_stride = n_head_kv * head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (t_end - t_begin > kMaxTokens) {  // bounded stack state: in chunks of tokens
+    for (int64_t t = t_begin; t < t_end; t += kMaxTokens) {
+      AttentionPrefill(q, q_stride, k_cache, v_cache, pos, n_head, n_head_kv, head_dim, out, out_stride, t,
+                       std::min(t_end, t + kMaxTokens), kvh_begin, kvh_end);
+    }
+    return;
+  }
+  alignas(64) float kt[kMaxHeadDim * kKeyBlock];
+  // Running max and sum per (token, head) row of this call.
+  float m_buf[kMaxTokens * kMaxGroup], l_buf[kMaxTokens * kMaxGroup];
+  const int64_t n_rows = (t_end - t_begin) * group;
+  for (int64_t kvh = kvh_begin; kvh < kvh_end; ++kvh) {
+    for (int64_t i = 0; i < n_rows; ++i) m_buf[i] = -INFINITY, l_buf[i] = 0.0f;
+    for (int64_t t = t_begin; t < t_end; ++t)
+      std::memset(out + t * out_stride + kvh * group * head_dim, 0, static_cast<size_t>(group * head_dim) * sizeof(float));
+    const int64_t n_keys = pos + t_end;  // the last token sees rows 0 .. pos + t_end - 1
+    for (int64_t kb = 0; kb < n_keys; kb += kKeyBlock) {
+      const int64_t nk = std::min(kKeyBlock, n_keys - kb);
+      // Transpose K rows kb .. kb+nk of this head into kt[d][key]; missing keys are 0.
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* krow = k_cache + (kb + j) * kv_stride + kvh * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = krow[d];
+      }
+      for (int64_t j = nk; j < kKeyBlock; ++j)
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = 0.0f;
+      const float* vb = v_cache + kb * kv_stride + kvh * head_dim;
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        const int64_t limit = pos + t + 1;  // visible keys
+        if (kb >= limit) continue;
+        const int64_t nv = std::min(nk, limit - kb);
+        for (int64_t h0 = 0; h0 < group; h0 += 4) {
+          const int hc = static_cast<int>(std::min<int64_t>(4, group - h0));
+          const float* qh[4];
+          float* o[4];
+          for (int r = 0; r < hc; ++r) {
+            const int64_t h = kvh * group + h0 + r;
+            qh[r] = q + t * q_stride + h * head_dim;
+            o[r] = out + t * out_stride + h * head_dim;
+          }
+          const int64_t row = (t - t_begin) * group + h0;
+          float* m = m_buf + row;
+          float* l = l_buf + row;
+          switch (hc) {
+            case 4: BlockUpdate<4>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            case 3: BlockUpdate<3>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            case 2: BlockUpdate<2>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            default: BlockUpdate<1>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+          }
+        }
+      }
+    }
+    // Normalise: out = acc / l.
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      for (int64_t g = 0; g < group; ++g) {
+        float* o = out + t * out_stride + (kvh * group + g) * head_dim;
+        const __m512 inv = _mm512_set1_ps(1.0f / l_buf[(t - t_begin) * group + g]);
+        for (int64_t d = 0; d < head_dim; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), inv));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const CpuKernels& Avx512Kernels() {
@@ -334,6 +726,8 @@ const CpuKernels& Avx512Kernels() {
     k.dense_gemv = DenseGemv;
     k.dense_gemm = DenseGemm;
     k.attention = AttentionHeads;
+    k.attention_prefill = AttentionPrefill;
+    k.norm_quantize = NormQuantize;
     return k;
   }();
   return table;

@@ -306,6 +306,11 @@ void Context::EvalRows(const Row* rows, int64_t n) {
   };
   // Per token t in [b, e): in = rms_norm(src_t) * weight, quantised into qb_ row t.
   auto norm_quant = [&](const float* src, int64_t width, const float* weight, int64_t b, int64_t e) {
+    if (k.norm_quantize != nullptr) {  // one fused kernel, no normed copy written
+      for (int64_t t = b; t < e; ++t)
+        act_scales_[t] = k.norm_quantize(src + t * width, nullptr, weight, width, c.rms_eps, qb_.data() + t * wide, &act_sums_[t]);
+      return;
+    }
     for (int64_t t = b; t < e; ++t) {
       float* xn = xnb_.data() + t * wide;
       kernels::RmsNorm(src + t * width, weight, width, c.rms_eps, xn);
@@ -343,15 +348,52 @@ void Context::EvalRows(const Row* rows, int64_t n) {
       std::copy_n(kb_.data() + t * n_kv, n_kv, k_cache_of(rows[t], il) + rows[t].pos * n_kv);
       std::copy_n(vb_.data() + t * n_kv, n_kv, v_cache_of(rows[t], il) + rows[t].pos * n_kv);
     }
-    // Causal: a row at position p sees positions 0 .. p of its sequence. Heads split over the
-    // threads; each head's scores row (n_ctx floats of scores_) is reused by the rows in turn.
-    pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
-      for (int64_t t = 0; t < n; ++t) {
-        k.attention(qh_.data() + t * n_embd, k_cache_of(rows[t], il), v_cache_of(rows[t], il), rows[t].pos + 1,
-                    c.n_head, c.n_head_kv, c.head_dim, attb_.data() + t * n_embd, scores_.data() + begin * n_ctx_,
-                    begin, end);
+    // Causal: a row at position p sees positions 0 .. p of its sequence. Runs of rows at
+    // consecutive positions of one sequence (a prompt batch is one run) go through the batched
+    // kernel when the path has one: work items of (KV head, up to kAttnChunk rows of a run) over
+    // the threads, each reading its KV head's cache once for all its rows and query heads. Other
+    // rows (decode steps) through the one-token kernel, heads split over the threads; each head's
+    // scores row (n_ctx floats of scores_) is reused by those rows in turn.
+    const bool batched_attention =
+        k.attention_prefill != nullptr && kernels::AttentionPrefillSupports(c.n_head, c.n_head_kv, c.head_dim);
+    constexpr int64_t kAttnChunk = 16;
+    struct AttnItem {
+      int64_t t_begin, t_end, kvh;
+    };
+    std::vector<AttnItem> attn_items;
+    std::vector<int64_t> single_rows;
+    for (int64_t t0 = 0, t1; t0 < n; t0 = t1) {
+      for (t1 = t0 + 1; t1 < n && rows[t1].seq == rows[t0].seq && rows[t1].pos == rows[t1 - 1].pos + 1; ++t1) {
       }
-    });
+      if (!batched_attention || t1 - t0 == 1) {
+        for (int64_t t = t0; t < t1; ++t) single_rows.push_back(t);
+        continue;
+      }
+      for (int64_t kvh = 0; kvh < c.n_head_kv; ++kvh)
+        for (int64_t t = t0; t < t1; t += kAttnChunk) attn_items.push_back({t, std::min(t1, t + kAttnChunk), kvh});
+    }
+    if (!attn_items.empty()) {
+      pool_.ParallelFor(static_cast<int64_t>(attn_items.size()), [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const AttnItem& it = attn_items[static_cast<size_t>(i)];
+          // Row t0 of the run at position p0 is the kernel's token 0 at pos p0; the run's rows
+          // are contiguous in qh_ and attb_.
+          const Row& r0 = rows[it.t_begin];
+          k.attention_prefill(qh_.data() + it.t_begin * n_embd, n_embd, k_cache_of(r0, il), v_cache_of(r0, il), r0.pos,
+                              c.n_head, c.n_head_kv, c.head_dim, attb_.data() + it.t_begin * n_embd, n_embd, 0,
+                              it.t_end - it.t_begin, it.kvh, it.kvh + 1);
+        }
+      });
+    }
+    if (!single_rows.empty()) {
+      pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
+        for (int64_t t : single_rows) {
+          k.attention(qh_.data() + t * n_embd, k_cache_of(rows[t], il), v_cache_of(rows[t], il), rows[t].pos + 1,
+                      c.n_head, c.n_head_kv, c.head_dim, attb_.data() + t * n_embd, scores_.data() + begin * n_ctx_,
+                      begin, end);
+        }
+      });
+    }
     pool_.ParallelFor(n, [&](int64_t b, int64_t e) { norm_quant(attb_.data(), n_embd, l.attn_sub_norm, b, e); });
     pool_.ParallelFor(n_embd, [&](int64_t b, int64_t e) { gemm(l.wo, tmpb_.data(), n_embd, b, e); }, 16);
 
@@ -370,8 +412,16 @@ void Context::EvalRows(const Row* rows, int64_t n) {
       const int64_t ub = std::max(begin, n_ff) - n_ff, ue = std::max(end, n_ff) - n_ff;
       if (ub < ue) gemm(l.w_up, upb_.data(), n_ff, ub, ue);
     }, 16);
-    // act(gate) * up, ffn_sub_norm and quantisation in one pass per token.
+    // act(gate) * up, ffn_sub_norm and quantisation in one pass per token (relu^2 with a fused
+    // kernel: one call, nothing written back).
     pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
+      if (k.norm_quantize != nullptr && c.activation == FfnActivation::kRelu2) {
+        for (int64_t t = b; t < e; ++t) {
+          act_scales_[t] = k.norm_quantize(gateb_.data() + t * n_ff, upb_.data() + t * n_ff, l.ffn_sub_norm, n_ff,
+                                           c.rms_eps, qb_.data() + t * wide, &act_sums_[t]);
+        }
+        return;
+      }
       for (int64_t t = b; t < e; ++t) {
         float* g = gateb_.data() + t * n_ff;
         const float* u = upb_.data() + t * n_ff;
