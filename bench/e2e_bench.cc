@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "engine/common/error.h"
 #include "engine/common/thread_pool.h"
 #include "engine/kernels/cpu.h"
@@ -80,16 +82,24 @@ int main(int argc, char** argv) {
       const int32_t token = 0;
       warm.Eval(std::span<const int32_t>(&token, 1));
     }
-    std::printf("%-10s %3s %8s %9s %9s %9s %9s %8s\n", "path", "thr", "pp_tok", "pp_tok/s", "tg_tok/s", "tg_GB/s", "bw_GB/s", "roofline");
+    std::printf("%-10s %3s %8s %9s %9s %9s %9s %8s %9s %9s %8s\n", "path", "thr", "pp_tok", "pp_tok/s", "tg_tok/s", "tg_GB/s",
+                "bw_GB/s", "roofline", "tg_median", "tg_best", "roof_best");
     for (const std::string& t : threads) {
       const int n_threads = std::stoi(t);
       const double bw = ReadGbps(n_threads);
       for (const std::string& p : paths) {
         ContextOptions options{n_prompt + n_gen + 1, n_threads};
-        if (p == "reference") {
+        // "PATH+q8": the same path with the 8-bit LM head (Model::LmHeadQ8).
+        std::string kp = p;
+        if (kp.size() > 3 && kp.compare(kp.size() - 3, 3, "+q8") == 0) {
+          options.lm_head = LmHeadFormat::kQ8;
+          kp.resize(kp.size() - 3);
+        }
+        const double path_bytes = static_cast<double>(model->WeightBytesPerToken(options.lm_head == LmHeadFormat::kQ8));
+        if (kp == "reference") {
           options.reference = true;
         } else {
-          options.cpu_path = kernels::ParseCpuPath(p);
+          options.cpu_path = kernels::ParseCpuPath(kp);
           if (!kernels::CpuPathSupported(*options.cpu_path)) continue;
         }
         Context context(*model, options);
@@ -100,17 +110,29 @@ int main(int argc, char** argv) {
         const double pp_s = Since(t0);
         int32_t tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
         t0 = Clock::now();
+        std::vector<double> step_s;
         for (int i = 0; i < n_gen; ++i) {
+          const auto s0 = Clock::now();
           auto l = context.Eval(std::span<const int32_t>(&tok, 1));
           tok = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+          step_s.push_back(Since(s0));
         }
         const double tg_s = Since(t0);
         const double tg = n_gen / tg_s;
-        std::printf("%-10s %3d %8d %9.2f %9.2f %9.2f %9.2f %7.1f%%\n", p.c_str(), n_threads, n_prompt, n_prompt / pp_s, tg,
-                    tg * bytes / 1e9, bw, 100.0 * tg * bytes / 1e9 / bw);
+        // Per-token times: the median and the fastest token say what a quiet machine gives (the
+        // mean carries every preemption by other processes on a shared machine).
+        std::sort(step_s.begin(), step_s.end());
+        const double med = step_s.empty() ? 0.0 : step_s[step_s.size() / 2], best = step_s.empty() ? 0.0 : step_s[0];
+        std::printf("%-10s %3d %8d %9.2f %9.2f %9.2f %9.2f %7.1f%% %9.2f %9.2f %7.1f%%\n", p.c_str(), n_threads, n_prompt,
+                    n_prompt / pp_s, tg, tg * path_bytes / 1e9, bw, 100.0 * tg * path_bytes / 1e9 / bw, 1.0 / med, 1.0 / best,
+                    100.0 * path_bytes / best / 1e9 / bw);
         std::fflush(stdout);
       }
     }
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf("peak resident memory (ru_maxrss, whole run incl. bandwidth buffers): %.1f MiB; model file %.1f MiB\n",
+                usage.ru_maxrss / 1024.0, static_cast<double>(model->file().file_size()) / 1048576.0);
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -247,6 +247,32 @@ BENCHMARK(BM_AttentionPrefill)
     ->Args({2, 1, 0, 64})
     ->Unit(benchmark::kMillisecond);
 
+void BM_Q8Gemv(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const int64_t n_in = state.range(1), n_rows = state.range(2);
+  const size_t one = static_cast<size_t>(n_in * n_rows);
+  const size_t copies = std::max<size_t>(1, kColdBytes / one);
+  std::vector<uint8_t> w(one * copies);
+  std::mt19937 rng(3);
+  for (size_t j = 0; j < one; ++j) w[j] = static_cast<uint8_t>(1 + rng() % 255);
+  for (size_t c = 1; c < copies; ++c) std::memcpy(w.data() + c * one, w.data(), one);
+  std::vector<float> scales(n_rows, 0.01f), y(n_rows);
+  std::vector<int8_t> q(n_in);
+  for (auto& v : q) v = static_cast<int8_t>(rng() % 255 - 127);
+  size_t i = 0;
+  for (auto _ : state) {
+    const Q8View view{w.data() + i * one, n_in, n_rows, static_cast<uint64_t>(n_in), scales.data()};
+    k.q8_gemv(view, q.data(), 0, 1.0f, y.data(), 0, n_rows);
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % copies;
+  }
+  SetBandwidth(state, static_cast<double>(one));
+  state.SetLabel(CpuPathName(path));
+}
+
+
 void BM_Quantize(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
   if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
@@ -282,6 +308,13 @@ BENCHMARK(BM_TernaryGemm)
     ->Args({2, 2560, 6912, 128})
     ->Unit(benchmark::kMillisecond);  // CPU time: compute-bound, and the machine may be shared
 BENCHMARK(BM_DenseGemvF16)
+    ->ArgNames({"path", "n_in", "n_rows"})
+    ->Args({0, 2560, 32768})
+    ->Args({1, 2560, 32768})
+    ->Args({2, 2560, 32768})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_Q8Gemv)
     ->ArgNames({"path", "n_in", "n_rows"})
     ->Args({0, 2560, 32768})
     ->Args({1, 2560, 32768})

@@ -160,6 +160,39 @@ TEST_P(FastPathTest, MatchesReferenceForwardPass) {
   EXPECT_EQ(0, std::memcmp(again.data(), last.data(), n_vocab * sizeof(float)));
 }
 
+// The optional 8-bit LM head (ContextOptions::lm_head = kQ8): the fast path against the reference
+// pass with the same head (same tolerance as above: the head's dot products are integer, exact on
+// every path, so only attention's summation order differs), and its effect against the file's
+// head (reported; bounded loosely: it is a different model output by design).
+TEST_P(FastPathTest, Q8LmHeadMatchesItsReference) {
+  if (TestModel().empty()) GTEST_SKIP() << "TRINITY_TEST_MODEL is not set";
+  const Reference& r = GetReference();
+  const int64_t n_vocab = r.model->config().n_vocab;
+  static const std::vector<float> ref_q8 = [&] {
+    ContextOptions options{256, 2, true};
+    options.lm_head = LmHeadFormat::kQ8;
+    Context context(*r.model, options);
+    std::vector<float> logits;
+    context.Eval(r.prompt, &logits);
+    return logits;
+  }();
+  ContextOptions options{256, 2};
+  options.cpu_path = GetParam();
+  options.lm_head = LmHeadFormat::kQ8;
+  Context fast(*r.model, options);
+  std::vector<float> got;
+  fast.Eval(r.prompt, &got);
+  ASSERT_EQ(ref_q8.size(), got.size());
+  if (GetParam() == kernels::CpuPath::kRef) {
+    EXPECT_EQ(0, std::memcmp(ref_q8.data(), got.data(), got.size() * sizeof(float)));
+  }
+  ExpectClose(Compare(ref_q8, got, n_vocab), "q8 head, batched prefill");
+  const Diff effect = Compare(r.logits, ref_q8, n_vocab);
+  std::printf("q8 LM head vs the file's: max|d|/std %.3e, mean|d|/std %.3e, argmax differs at %d of %zu positions\n",
+              effect.worst_max_over_std, effect.mean_over_std, effect.argmax_mismatches, r.prompt.size());
+  EXPECT_LE(effect.mean_over_std, 0.05);
+}
+
 std::vector<kernels::CpuPath> Paths() {
   std::vector<kernels::CpuPath> paths;
   for (auto p : {kernels::CpuPath::kRef, kernels::CpuPath::kAvx2, kernels::CpuPath::kAvx512})

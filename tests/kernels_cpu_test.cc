@@ -4,6 +4,7 @@
 // attention) within a tolerance relative to the magnitude of the sum.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -376,6 +377,63 @@ TEST_P(CpuKernelsTest, AttentionPrefillMatchesReference) {
       }
     }
   }
+}
+
+TEST_P(CpuKernelsTest, Q8GemvIsBitIdentical) {
+  std::uniform_int_distribution<int> byte(1, 255);
+  for (int64_t n_in : {1, 7, 31, 32, 33, 63, 64, 65, 100, 127, 128, 200, 2560, 2563}) {
+    for (int64_t n_rows : {1, 3, 4, 5, 9}) {
+      for (int offset : {0, 1}) {
+        for (bool extremes : {false, true}) {
+          const uint64_t row_bytes = static_cast<uint64_t>(n_in + offset * 3);  // odd row strides too
+          std::vector<uint8_t> data(row_bytes * n_rows + 8);
+          uint8_t* base = data.data() + offset;
+          for (size_t i = 0; i < row_bytes * n_rows; ++i) {
+            base[i] = extremes ? static_cast<uint8_t>(i % 3 == 0 ? 1 : 255) : static_cast<uint8_t>(byte(rng_));
+          }
+          std::vector<float> scales(n_rows);
+          for (int64_t r = 0; r < n_rows; ++r) scales[r] = 0.01f * static_cast<float>(r + 1);
+          std::vector<int8_t> q_buf = RandomQ(rng_, static_cast<size_t>(n_in + 3), extremes);
+          const int8_t* q = q_buf.data() + 3 * offset;
+          int32_t q_sum = 0;
+          for (int64_t i = 0; i < n_in; ++i) q_sum += q[i];
+          const Q8View w{base, n_in, n_rows, row_bytes, scales.data()};
+          for (auto [b, e] : {std::pair<int64_t, int64_t>{0, n_rows}, {n_rows / 3, n_rows}}) {
+            std::vector<float> want(n_rows, -1.0f), got(n_rows, -1.0f);
+            Q8MatVec(w, q, 2.7f, want.data(), b, e);
+            k().q8_gemv(w, q, q_sum, 2.7f, got.data(), b, e);
+            ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4))
+                << "n_in=" << n_in << " n_rows=" << n_rows << " rows " << b << ".." << e << " extremes=" << extremes;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Q8RowTest, QuantizeRowQ8RoundTrips) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t n : {1, 5, 2560}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * 0.05f;
+    std::vector<uint8_t> b(n);
+    const float d = QuantizeRowQ8(x.data(), n, b.data());
+    float max_abs = 0.0f;
+    for (float v : x) max_abs = std::max(max_abs, std::fabs(v));
+    EXPECT_FLOAT_EQ(d, max_abs / 127.0f);
+    bool hit_127 = false;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_GE(b[i], 1);
+      hit_127 |= b[i] == 1 || b[i] == 255;
+      EXPECT_NEAR((static_cast<int>(b[i]) - 128) * d, x[i], 0.5001f * d);
+    }
+    EXPECT_TRUE(hit_127);
+  }
+  std::vector<float> zeros(3, 0.0f);
+  std::vector<uint8_t> b(3);
+  QuantizeRowQ8(zeros.data(), 3, b.data());
+  EXPECT_EQ(b, std::vector<uint8_t>(3, 128));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, CpuKernelsTest, ::testing::ValuesIn(Paths()), PathParamName);

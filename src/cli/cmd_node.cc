@@ -185,6 +185,7 @@ struct BenchFlags {
   int64_t bandwidth_mib = 512;
   std::vector<int> streams;  // aggregate decode of N concurrent streams (continuous batching)
   int n_seq = 0;  // --batch: batched decode of this many sequences (GPU)
+  std::string lm_head = "file";
   SamplingParams sampling;
   std::string device = "auto";
 };
@@ -415,6 +416,7 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.bandwidth_bytes = f.bandwidth_mib << 20;
   options.device = ParseDevice(f.device);
   options.n_seq = f.n_seq;
+  options.lm_head = ParseLmHeadFormat(f.lm_head);
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
   std::vector<node::StreamsBenchResult> streams;
   for (int n : f.streams) streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads));
@@ -422,7 +424,9 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   if (f.json) {
     nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
                         {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
-                        {"roofline_pct", r.roofline_pct}, {"threads", r.threads}};
+                        {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
+                        {"lm_head", LmHeadFormatName(options.lm_head)}, {"peak_rss_bytes", r.peak_rss_bytes},
+                        {"model_file_bytes", r.model_file_bytes}};
     if (!streams.empty()) {
       j["streams"] = nlohmann::json::array();
       for (const auto& s : streams) {
@@ -477,6 +481,10 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                 static_cast<long long>(f.bandwidth_mib));
     std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
   }
+  std::printf("LM head: %s | peak resident memory: %.1f MiB = %.2f x the model file (%.1f MiB)\n",
+              LmHeadFormatName(options.lm_head), r.peak_rss_bytes / 1048576.0,
+              r.model_file_bytes ? static_cast<double>(r.peak_rss_bytes) / static_cast<double>(r.model_file_bytes) : 0.0,
+              r.model_file_bytes / 1048576.0);
   if (streams.empty()) return;
   // Ratios against the first row (normally --streams 1,...): measured in this run, side by side.
   std::vector<std::vector<std::string>> srows;
@@ -567,6 +575,7 @@ void RegisterBench(CLI::App& app) {
   cmd->add_flag("--engine", f->engine, "llama-bench-style pp/tg tok/s, bytes per token, bandwidth, roofline");
   cmd->add_option("-p,--n-prompt", f->n_prompt, "--engine: prompt tokens (pp)")->capture_default_str();
   cmd->add_option("-n,--n-gen", f->n_gen, "--engine: generated tokens (tg)")->capture_default_str();
+  cmd->add_option("--lm-head", f->lm_head, "--engine: " "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)");
   cmd->add_option("-r,--repetitions", f->repetitions, "--engine: repetitions averaged")->capture_default_str();
   cmd->add_option("--bw-mib", f->bandwidth_mib, "--engine: bandwidth-benchmark buffer (MiB)")->capture_default_str();
   cmd->add_option("--streams", f->streams, "--engine: also decode N streams at once, e.g. 1,8 (continuous batching)")

@@ -18,6 +18,7 @@ void RegisterPerplexity(CLI::App& app) {
     int threads = 0;
     bool json = false;
     std::string device = "auto";
+    std::string lm_head = "file";
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("perplexity", "Perplexity of a model over a text file");
@@ -27,6 +28,7 @@ void RegisterPerplexity(CLI::App& app) {
   cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
   cmd->add_flag("--json", f->json, "print JSON");
   AddDeviceFlag(*cmd, f->device);
+  cmd->add_option("--lm-head", f->lm_head, "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)");
   cmd->callback([f] {
     std::ifstream in(f->file, std::ios::binary);
     if (!in) Fail("cannot open {}", f->file);
@@ -36,6 +38,7 @@ void RegisterPerplexity(CLI::App& app) {
     ContextOptions options;
     options.n_threads = f->threads;
     options.device = ParseDevice(f->device);
+    options.lm_head = ParseLmHeadFormat(f->lm_head);
     const PerplexityResult r = Perplexity(*model, buffer.str(), f->n_ctx, options, [&](int64_t done, int64_t total) {
       if (!f->json) std::fprintf(stderr, "\rchunk %lld/%lld", static_cast<long long>(done), static_cast<long long>(total));
     });

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+
+#include <sys/resource.h>
 #include <vector>
 
 #include "engine/common/error.h"
@@ -90,12 +92,13 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   context_options.n_ctx = n_ctx;
   context_options.n_threads = options.threads;
   context_options.device = options.device;
+  context_options.lm_head = options.lm_head;
   Context context(model, context_options);
   const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
 
   EngineBenchResult result;
   result.threads = context.pool().n_threads();
-  result.bytes_per_token = model.WeightBytesPerToken();
+  result.bytes_per_token = model.WeightBytesPerToken(options.lm_head == LmHeadFormat::kQ8);
   result.device = context.device();
   cuda::Forward* gpu = context.gpu();
   if (gpu) {
@@ -185,6 +188,9 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
     return result;
   }
 
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) result.peak_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+  result.model_file_bytes = model.file().file_size();
   result.read_gbps = MeasureReadGbps(result.threads, options.bandwidth_bytes);
   if (result.read_gbps > 0.0) {
     result.roofline_pct =

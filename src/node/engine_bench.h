@@ -23,6 +23,7 @@ struct EngineBenchOptions {
   // GPU only: also decode n_seq sequences together (one row each per step) for n_gen steps after
   // a 32-token prompt each; 0 skips it.
   int n_seq = 0;
+  LmHeadFormat lm_head = LmHeadFormat::kFile;
 };
 
 struct EngineBenchResult {
@@ -40,6 +41,9 @@ struct EngineBenchResult {
   double tg_greedy_tok_per_s = 0.0;
   int n_seq = 0;
   double tg_batch_tok_per_s = 0.0;  // aggregate over n_seq sequences
+  // getrusage ru_maxrss after the run (before the bandwidth buffer is allocated), and the file size.
+  uint64_t peak_rss_bytes = 0;
+  uint64_t model_file_bytes = 0;
 };
 
 EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options);

@@ -469,6 +469,14 @@ std::unique_ptr<File> File::FromMemory(const uint8_t* data, size_t size, std::st
   return file;
 }
 
+void File::ReleasePages(const uint8_t* data, uint64_t n) const {
+  if (mapping_ == nullptr || n == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n) / page * page;
+  if (begin < end) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 File::~File() {
   if (mapping_ != nullptr) ::munmap(mapping_, size_);
 }

@@ -107,6 +107,11 @@ class File {
   const TensorInfo* FindTensor(std::string_view name) const;
   // Pointer to a tensor's bytes inside the mapping (size_bytes long).
   const uint8_t* TensorData(const TensorInfo& tensor) const;
+  // Drops the mapped pages wholly inside [data, data + n) from this process's resident set
+  // (madvise MADV_DONTNEED; the mapping is read-only, so a later read faults them back in from
+  // the page cache). For a copy made at load, so the source no longer counts towards peak memory.
+  // No-op for in-memory files.
+  void ReleasePages(const uint8_t* data, uint64_t n) const;
 
  private:
   File() = default;

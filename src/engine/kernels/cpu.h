@@ -61,6 +61,9 @@ struct CpuKernels {
   // block of rows is read, and converted from F16, once for all the vectors.
   void (*dense_gemm)(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys,
                      int64_t row_begin, int64_t row_end) = nullptr;
+  // Q8MatVec (ref.h), rows [row_begin, row_end): the optional 8-bit LM head; q_sum = sum of q.
+  void (*q8_gemv)(const Q8View& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
+                  int64_t row_end) = nullptr;
 
   // Attention (ref.h) for heads [head_begin, head_end) of one query position.
   void (*attention)(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,

@@ -264,6 +264,48 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
   }
 }
 
+// ---- 8-bit GEMV (optional quantised LM head) --------------------------------------------------------
+// Reference: y[r] = (sum_c (b[r,c] - 128) * q[c]) * scales[r] / act_scale, integer sum. The weight
+// w = b - 128 (b ^ 0x80 as s8, in [-127, 127]) carries q's sign (vpsignb) and |q| is the unsigned
+// operand of vpmaddubsw: |q| * (w * sign q) = q * w, pairs <= 2 * 128 * 127 < 2^15, no saturation
+// for any q in [-128, 127]. |q| is computed once per 32 activations for four rows.
+template <int R>
+inline void Q8Rows(const uint8_t* w0, uint64_t row_bytes, const int8_t* q, int64_t n, int32_t* out) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
+  __m256i acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+  int64_t c = 0;
+  for (; c + 32 <= n; c += 32) {
+    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
+    const __m256i qa = _mm256_abs_epi8(qv);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256i wv = _mm256_xor_si256(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * row_bytes + c)), flip);
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(wv, qv)), ones));
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    int32_t s = HsumEpi32(acc[r]);
+    const uint8_t* row = w0 + r * row_bytes;
+    for (int64_t i = c; i < n; ++i) s += (static_cast<int32_t>(row[i]) - 128) * q[i];
+    out[r] = s;
+  }
+}
+
+void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
+  int32_t dot[4];
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    Q8Rows<4>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
+    for (int i = 0; i < 4; ++i) y[r + i] = static_cast<float>(dot[i]) * w.scales[r + i] / act_scale;
+  }
+  for (; r < row_end; ++r) {
+    Q8Rows<1>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
+    y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
+  }
+}
+
 // ---- attention --------------------------------------------------------------------------------------
 // Reference (ref.h); vectorised dot products and p*v accumulation, std::exp as the reference.
 inline float Dot(const float* a, const float* b, int64_t n) {
@@ -319,6 +361,7 @@ const CpuKernels& Avx2Kernels() {
     k.ternary_gemm = TernaryGemm;
     k.dense_gemv = DenseGemv;
     k.dense_gemm = DenseGemm;
+    k.q8_gemv = Q8Gemv;
     k.attention = AttentionHeads;
     return k;
   }();

@@ -58,6 +58,11 @@ void RefGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const int3
   for (int64_t t = 0; t < n_tok; ++t) TernaryMatVec(w, q + t * q_stride, act_scales[t], y + t * y_stride, row_begin, row_end);
 }
 
+void RefQ8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin,
+               int64_t row_end) {
+  Q8MatVec(w, q, act_scale, y, row_begin, row_end);
+}
+
 }  // namespace
 
 const char* CpuPathName(CpuPath path) {
@@ -107,6 +112,7 @@ const CpuKernels& RefKernels() {
                       int64_t row_begin, int64_t row_end) {
       for (int64_t i = 0; i < n_x; ++i) DenseMatVec(w, x + i * x_stride, ys[i], row_begin, row_end);
     };
+    k.q8_gemv = RefQ8Gemv;
     k.attention = Attention;
     return k;
   }();

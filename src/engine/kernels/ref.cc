@@ -57,6 +57,26 @@ void TernaryMatVec(const TernaryView& w, const int8_t* q, float act_scale, float
   }
 }
 
+float QuantizeRowQ8(const float* x, int64_t n, uint8_t* out) {
+  float max_abs = 0.0f;
+  for (int64_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+  const float d = 127.0f / std::max(max_abs, 1e-30f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::clamp(std::nearbyint(x[i] * d), -127.0f, 127.0f);
+    out[i] = static_cast<uint8_t>(static_cast<int>(v) + 128);
+  }
+  return 1.0f / d;
+}
+
+void Q8MatVec(const Q8View& w, const int8_t* q, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = w.data + r * w.row_bytes;
+    int32_t acc = 0;
+    for (int64_t c = 0; c < w.n_in; ++c) acc += (static_cast<int32_t>(row[c]) - 128) * q[c];
+    y[r] = static_cast<float>(acc) * w.scales[r] / act_scale;
+  }
+}
+
 void DenseRow(const DenseView& w, int64_t row, float* out) {
   quant::DequantizeRow(w.type, w.data + row * w.row_bytes, static_cast<uint64_t>(w.n_in), out);
 }

@@ -30,6 +30,18 @@ struct DenseView {
   uint64_t row_bytes = 0;
 };
 
+// An 8-bit matrix (the optional quantised LM head, see QuantizeRowQ8): row r is n_in bytes at
+// data + r*row_bytes, byte b standing for the integer b - 128 in [-127, 127] (b = 0 never occurs),
+// value = (b - 128) * scales[r]. The +128 offset makes the bytes the unsigned operand of the
+// u8 x s8 dot-product instructions; the activation side corrects with 128 * sum(q).
+struct Q8View {
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_rows = 0;
+  uint64_t row_bytes = 0;
+  const float* scales = nullptr;  // n_rows
+};
+
 // Per-token int8 activation quantisation, exactly as in training:
 //   a = 127 / max(max|x|, 1e-5);  q = clamp(round_half_even(x * a), -128, 127).
 // Returns a (the activation scale; dequantised x = q / a).
@@ -39,6 +51,14 @@ float QuantizeActivations(const float* x, int64_t n, int8_t* q);
 //   y[r] = (sum_c Wq[r,c] * q[c]) * scale / act_scale   (integer accumulation in int32)
 void TernaryMatVec(const TernaryView& w, const int8_t* q, float act_scale, float* y, int64_t row_begin,
                    int64_t row_end);
+
+// One row to Q8View bytes, the activation rule applied to a weight row: d = 127 / max(max|x|, 1e-30),
+// out = round_half_even(x * d) + 128 (so in [1, 255]); returns the row scale 1/d.
+float QuantizeRowQ8(const float* x, int64_t n, uint8_t* out);
+
+// 8-bit matrix times int8 vector, rows [row_begin, row_end):
+//   y[r] = (sum_c (b[r,c] - 128) * q[c]) * scales[r] / act_scale   (integer accumulation in int32)
+void Q8MatVec(const Q8View& w, const int8_t* q, float act_scale, float* y, int64_t row_begin, int64_t row_end);
 
 // y[r] = sum_c W[r,c] * x[c] for rows [row_begin, row_end), W dequantised row by row (f32 math).
 void DenseMatVec(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end);

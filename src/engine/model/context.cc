@@ -66,6 +66,14 @@ Device ResolveDevice(Device device) {
 }
 
 
+const char* LmHeadFormatName(LmHeadFormat format) { return format == LmHeadFormat::kQ8 ? "q8" : "file"; }
+
+LmHeadFormat ParseLmHeadFormat(const std::string& name) {
+  if (name == "file" || name == "f16" || name == "default") return LmHeadFormat::kFile;
+  if (name == "q8") return LmHeadFormat::kQ8;
+  Fail("unknown LM head format \"{}\": expected file (the model's own weights) or q8", name);
+}
+
 Context::Context(const Model& model, ContextOptions options)
     : model_(model),
       config_(model.config()),
@@ -84,6 +92,7 @@ Context::Context(const Model& model, ContextOptions options)
     logits_.resize(config_.n_vocab);
     return;  // the CPU KV cache and scratch are not needed
   }
+  if (options.lm_head == LmHeadFormat::kQ8) lm_head_q8_ = &model.LmHeadQ8();
   Allocate(/*kv_cache=*/true, /*compute=*/batcher_ == nullptr);
 }
 
@@ -93,6 +102,7 @@ Context::Context(const Model& model, ContextOptions options, ComputeOnly)
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
       pool_(options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads()),
       kernels_(&KernelsFor(options)) {
+  if (options.lm_head == LmHeadFormat::kQ8) lm_head_q8_ = &model.LmHeadQ8();
   Allocate(/*kv_cache=*/false, /*compute=*/true);
 }
 
@@ -260,9 +270,22 @@ void Context::EvalToken(int32_t token, int64_t pos) {
   }
 
   kernels::RmsNorm(x_.data(), model_.output_norm(), c.n_embd, c.rms_eps, xn_.data());
-  pool_.ParallelFor(c.n_vocab, [&](int64_t begin, int64_t end) {
-    kernels::DenseMatVec(model_.lm_head(), xn_.data(), logits_.data(), begin, end);
-  }, 256);
+  LmHead(xn_.data(), logits_.data());
+}
+
+void Context::LmHead(const float* xn, float* logits) {
+  // kernels_ is the reference table on the reference pass.
+  const kernels::CpuKernels& k = *kernels_;
+  if (lm_head_q8_ != nullptr) {
+    // int8 activations by the BitLinear rule, into act_q_ (free at this point).
+    int32_t q_sum = 0;
+    const float act_scale = k.quantize(xn, config_.n_embd, act_q_.data(), &q_sum);
+    pool_.ParallelFor(config_.n_vocab, [&](int64_t b, int64_t e) {
+      k.q8_gemv(*lm_head_q8_, act_q_.data(), q_sum, act_scale, logits, b, e);
+    }, 256);
+    return;
+  }
+  pool_.ParallelFor(config_.n_vocab, [&](int64_t b, int64_t e) { k.dense_gemv(model_.lm_head(), xn, logits, b, e); }, 256);
 }
 
 
@@ -457,6 +480,22 @@ void Context::EvalRows(const Row* rows, int64_t n) {
   });
   head_out_.clear();
   for (int64_t i : head_rows_) head_out_.push_back(rows[i].logits);
+  if (lm_head_q8_ != nullptr) {
+    // The 8-bit head: each row's activations int8-quantised (BitLinear rule), then 8-bit GEMVs
+    // over blocks of 64 head rows (160 KB, L2-resident while every row uses them).
+    for (int64_t i = 0; i < n_head_rows; ++i) {
+      act_scales_[i] = k.quantize(xnb_.data() + i * wide, n_embd, qb_.data() + i * wide, &act_sums_[i]);
+    }
+    pool_.ParallelFor(c.n_vocab, [&](int64_t b, int64_t e) {
+      for (int64_t rb = b; rb < e; rb += 64) {
+        const int64_t re = std::min(e, rb + 64);
+        for (int64_t i = 0; i < n_head_rows; ++i) {
+          k.q8_gemv(*lm_head_q8_, qb_.data() + i * wide, act_sums_[i], act_scales_[i], head_out_[i], rb, re);
+        }
+      }
+    }, 256);
+    return;
+  }
   pool_.ParallelFor(c.n_vocab, [&](int64_t b, int64_t e) {
     k.dense_gemm(model_.lm_head(), xnb_.data(), wide, n_head_rows, head_out_.data(), b, e);
   }, 256);

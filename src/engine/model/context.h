@@ -18,6 +18,13 @@
 namespace trinity {
 
 class Batcher;
+// The LM head's weights: the file's (F16 for 2B-4T; exact to the reference up to float summation
+// order) or an 8-bit copy (Model::LmHeadQ8: half the bytes, int8 activations, integer dot
+// products; changes the logits slightly, so off by default).
+enum class LmHeadFormat { kFile = 0, kQ8 = 1 };
+const char* LmHeadFormatName(LmHeadFormat format);
+// "file" (also "f16", "default") | "q8" -> format; throws trinity::Error otherwise.
+LmHeadFormat ParseLmHeadFormat(const std::string& name);
 
 // Where the forward pass runs. kAuto: the GPU when this build has CUDA and a device is present
 // (and the reference pass is not asked for), else the CPU.
@@ -47,6 +54,8 @@ struct ContextOptions {
   // trinity::Error when built without CUDA or with no device. The library default is the CPU
   // (deterministic for tests and embedders); the CLI's --device defaults to auto.
   Device device = Device::kCpu;
+  // The LM head's weights (both the reference and the fast path honour it).
+  LmHeadFormat lm_head = LmHeadFormat::kFile;
 };
 
 class Context {
@@ -108,6 +117,8 @@ class Context {
   // row's K/V are written to its sequence's cache before any row attends.
   void EvalRows(const Row* rows, int64_t n);
   void Linear(const TernaryWeight& w, const float* x, float* y);  // y = W x with int8-quantised x
+  // logits (n_vocab) = LM head . xn (n_embd, already output-normed), rows split over the threads.
+  void LmHead(const float* xn, float* logits);
 
   const Model& model_;
   ModelConfig config_;
@@ -134,6 +145,7 @@ class Context {
   std::vector<Row> rows_;
   std::vector<int64_t> head_rows_;
   std::vector<float*> head_out_;
+  const kernels::Q8View* lm_head_q8_ = nullptr;  // set when options.lm_head == kQ8
   std::vector<int8_t> qb_;
   std::vector<int32_t> act_sums_;
   std::vector<double> rope_freq_;

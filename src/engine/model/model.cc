@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include <fmt/ranges.h>
 
@@ -235,7 +236,41 @@ void Model::LoadWeights() {
   }
 }
 
-uint64_t Model::WeightBytesPerToken() const {
+const kernels::Q8View& Model::LmHeadQ8() const {
+  std::call_once(lm_head_q8_once_, [this] {
+    const kernels::DenseView& head = lm_head_;
+    const int64_t n_in = head.n_in, n_rows = head.n_rows;
+    // Rows padded to 64 bytes: every row starts on a cache line (the kernels' loads never split).
+    const uint64_t row_bytes = (static_cast<uint64_t>(n_in) + 63) / 64 * 64;
+    lm_head_q8_data_.assign(row_bytes * static_cast<uint64_t>(n_rows) + 64, 128);
+    lm_head_q8_scales_.resize(static_cast<size_t>(n_rows));
+    uint8_t* base = lm_head_q8_data_.data();
+    base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+    // Chunks of rows over all cores; each chunk's source pages are released once converted.
+    constexpr int64_t kChunk = 1024;
+    const int64_t n_chunks = (n_rows + kChunk - 1) / kChunk;
+    const int n_threads = static_cast<int>(std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, n_chunks));
+    auto work = [&](int index) {
+      std::vector<float> row(static_cast<size_t>(n_in));
+      for (int64_t chunk = index; chunk < n_chunks; chunk += n_threads) {
+        const int64_t begin = chunk * kChunk, end = std::min(n_rows, begin + kChunk);
+        for (int64_t r = begin; r < end; ++r) {
+          kernels::DenseRow(head, r, row.data());
+          lm_head_q8_scales_[static_cast<size_t>(r)] = kernels::QuantizeRowQ8(row.data(), n_in, base + r * row_bytes);
+        }
+        file_->ReleasePages(head.data + begin * head.row_bytes, static_cast<uint64_t>(end - begin) * head.row_bytes);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int i = 1; i < n_threads; ++i) threads.emplace_back(work, i);
+    work(0);
+    for (std::thread& t : threads) t.join();
+    lm_head_q8_ = kernels::Q8View{base, n_in, n_rows, row_bytes, lm_head_q8_scales_.data()};
+  });
+  return lm_head_q8_;
+}
+
+uint64_t Model::WeightBytesPerToken(bool q8_lm_head) const {
   const ModelConfig& c = config_;
   uint64_t bytes = 0;
   for (const LayerWeights& l : layers_) {
@@ -244,7 +279,8 @@ uint64_t Model::WeightBytesPerToken() const {
     }
     bytes += static_cast<uint64_t>(4 * c.n_embd + c.n_ff) * sizeof(float);
   }
-  bytes += lm_head_.row_bytes * static_cast<uint64_t>(lm_head_.n_rows) + c.n_embd * sizeof(float);
+  const uint64_t head_row_bytes = q8_lm_head ? (static_cast<uint64_t>(c.n_embd) + 63) / 64 * 64 + sizeof(float) : lm_head_.row_bytes;
+  bytes += head_row_bytes * static_cast<uint64_t>(lm_head_.n_rows) + c.n_embd * sizeof(float);
   bytes += token_embd_.row_bytes;  // one embedding row
   return bytes;
 }

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -50,11 +51,17 @@ class Model {
   const kernels::DenseView& token_embd() const { return token_embd_; }
   const kernels::DenseView& lm_head() const { return lm_head_; }  // == token_embd when tied
   const float* output_norm() const { return output_norm_; }
+  // The LM head quantised to 8 bits, one scale per row (kernels::QuantizeRowQ8 of each dequantised
+  // row): the optional --lm-head q8. Built on the first call (all cores, ~1 s for 2B-4T), then
+  // kept; thread-safe. Half the bytes of an F16 head; the source rows' pages are released as they
+  // are converted, so resident memory grows by the 8-bit copy only.
+  const kernels::Q8View& LmHeadQ8() const;
   ChatFormat chat_format() const { return chat_format_; }
 
   // Bytes the weights occupy as read per generated token (ternary + norms + LM head; the embedding
   // row read is negligible unless untied).
-  uint64_t WeightBytesPerToken() const;
+  // With q8_lm_head: the 8-bit head of LmHeadQ8() (n_vocab x padded n_embd bytes + scales) instead.
+  uint64_t WeightBytesPerToken(bool q8_lm_head = false) const;
   // Human-readable tensor-type histogram, e.g. "I2_S x210, F32 x121, F16 x1".
   std::string TensorTypeSummary() const;
 
@@ -75,6 +82,10 @@ class Model {
   const float* output_norm_ = nullptr;
   ChatFormat chat_format_ = ChatFormat::kRaw;
   std::vector<std::vector<float>> owned_floats_;  // norms converted from F16/BF16
+  mutable std::once_flag lm_head_q8_once_;
+  mutable std::vector<uint8_t> lm_head_q8_data_;
+  mutable std::vector<float> lm_head_q8_scales_;
+  mutable kernels::Q8View lm_head_q8_;
 };
 
 }  // namespace trinity
