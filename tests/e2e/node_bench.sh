@@ -70,7 +70,9 @@ echo "ok bench tables"
 "$PY" - "$WORK/engine.json" <<'PYEOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "read_gbps", "roofline_pct", "threads"}, d
+assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "read_gbps", "roofline_pct", "threads",
+                  "lm_head", "model_file_bytes", "peak_rss_bytes"}, d
+assert d["lm_head"] == "file" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
 assert d["pp_tok_per_s"] > 0 and d["tg_tok_per_s"] > 0 and d["bytes_per_token"] > 0 and d["read_gbps"] > 0
 assert abs(d["roofline_pct"] - d["tg_tok_per_s"] * d["bytes_per_token"] / (d["read_gbps"] * 1e9) * 100) < 1e-6
 assert d["threads"] == 2
