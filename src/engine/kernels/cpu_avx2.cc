@@ -256,7 +256,11 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
       for (; c + 8 <= w.n_in; c += 8) {
         _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c))));
       }
-      for (; c < w.n_in; ++c) dst[c] = _cvtsh_ss(src[c]);
+      for (; c < w.n_in; ++c) {
+        uint16_t h;  // rows need not be 2-byte aligned
+        std::memcpy(&h, src + c, sizeof h);
+        dst[c] = _cvtsh_ss(h);
+      }
     }
     const DenseView block{TensorType::kF32, reinterpret_cast<const uint8_t*>(stage.data()), w.n_in, e - b,
                           static_cast<uint64_t>(w.n_in) * sizeof(float)};
