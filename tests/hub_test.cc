@@ -395,7 +395,7 @@ TEST_F(HubTest, FreshDownloadUsesTheOfficialCacheLayout) {
   EXPECT_EQ(result.size_bytes, hub_.model.size());
   ASSERT_TRUE(fs::is_symlink(result.path));
   EXPECT_EQ(fs::read_symlink(result.path), fs::path("../../blobs") / hub_.model_sha);
-  EXPECT_EQ(ReadFile(result.path), hub_.model);
+  EXPECT_TRUE(ReadFile(result.path) == hub_.model) << "content of " << result.path << " differs";
   EXPECT_EQ(ReadFile(repo_dir / "refs" / "main"), kCommit);
   EXPECT_FALSE(fs::exists(Incomplete()));
   EXPECT_TRUE(
@@ -457,7 +457,7 @@ TEST_F(HubTest, InterruptedDownloadResumesWithRange) {
   EXPECT_TRUE(result.downloaded);
   EXPECT_TRUE(result.resumed);
   EXPECT_TRUE(result.verified);
-  EXPECT_EQ(ReadFile(result.path), hub_.model);
+  EXPECT_TRUE(ReadFile(result.path) == hub_.model) << "content of " << result.path << " differs";
   EXPECT_FALSE(fs::exists(Incomplete()));
   const std::vector<std::string> ranges = hub_.Ranges();
   ASSERT_EQ(ranges.size(), 2u);
@@ -471,7 +471,7 @@ TEST_F(HubTest, CutConnectionIsRetriedWithinOnePull) {
   std::vector<std::string> notes;
   options_.on_message = [&](const std::string& note) { notes.push_back(note); };
   const PullResult result = Pull(config_, options_);
-  EXPECT_EQ(ReadFile(result.path), hub_.model);
+  EXPECT_TRUE(ReadFile(result.path) == hub_.model) << "content of " << result.path << " differs";
   EXPECT_TRUE(result.verified);
   const std::vector<std::string> ranges = hub_.Ranges();
   ASSERT_EQ(ranges.size(), 3u);
@@ -490,7 +490,7 @@ TEST_F(HubTest, ServerThatIgnoresRangeRestartsFromZero) {
   ASSERT_GT(fs::file_size(Incomplete()), 0u);
   hub_.ignore_range = true;
   const PullResult result = Pull(config_, options_);
-  EXPECT_EQ(ReadFile(result.path), hub_.model);
+  EXPECT_TRUE(ReadFile(result.path) == hub_.model) << "content of " << result.path << " differs";
   EXPECT_TRUE(result.verified);
 }
 
@@ -509,7 +509,7 @@ TEST_F(HubTest, CorruptedDownloadIsDetectedAndDeleted) {
   EXPECT_FALSE(fs::exists(Cache().snapshot_path(kCommit, kModelFile)));
   // Nothing bad stays behind: the next pull starts clean and succeeds.
   hub_.corrupt = false;
-  EXPECT_EQ(ReadFile(Pull(config_, options_).path), hub_.model);
+  EXPECT_TRUE(ReadFile(Pull(config_, options_).path) == hub_.model) << "content of " << Pull(config_, options_).path << " differs";
 }
 
 TEST_F(HubTest, CorruptedPartialFileIsDetectedOnResume) {
@@ -586,7 +586,7 @@ TEST_F(HubTest, UnauthorizedMentionsHfToken) {
 TEST_F(HubTest, TokenIsSentAsBearerToTheHubButNotTheCdn) {
   hub_.required_token = "hf_secret";
   config_.token = "hf_secret";
-  EXPECT_EQ(ReadFile(Pull(config_, options_).path), hub_.model);
+  EXPECT_TRUE(ReadFile(Pull(config_, options_).path) == hub_.model) << "content of " << Pull(config_, options_).path << " differs";
   std::lock_guard<std::mutex> lock(hub_.mutex);
   ASSERT_FALSE(hub_.hub_auth.empty());
   for (const std::string& auth : hub_.hub_auth) EXPECT_EQ(auth, "Bearer hf_secret");
@@ -607,7 +607,7 @@ TEST_F(HubTest, HonoursHfEndpointHfTokenAndHfHubCache) {
   const PullResult result = Pull(config, options_);
   EXPECT_EQ(result.path,
             temp_dir_ / "env-cache" / "models--test-org--tiny-gguf" / "snapshots" / kCommit / kModelFile);
-  EXPECT_EQ(ReadFile(result.path), hub_.model);
+  EXPECT_TRUE(ReadFile(result.path) == hub_.model) << "content of " << result.path << " differs";
 }
 
 TEST_F(HubTest, OfflineModeUsesOnlyTheCache) {
@@ -672,7 +672,7 @@ TEST_F(HubTest, ConcurrentPullsDownloadOnce) {
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(hub_.cdn_gets, 1);
-  for (const PullResult& result : results) EXPECT_EQ(ReadFile(result.path), hub_.model);
+  for (const PullResult& result : results) EXPECT_TRUE(ReadFile(result.path) == hub_.model) << "content of " << result.path << " differs";
 }
 
 TEST_F(HubTest, ListsCachedFilesAndPartialDownloads) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
@@ -18,6 +19,13 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kModelsPrefix = "models--";
+
+// A name for a temporary file beside `path` that no other process or thread uses at the same time
+// (several threads of one process may pull the same file: pid alone collides).
+fs::path TempPathBeside(const fs::path& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path.string() + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+}
 
 // An environment variable, or nullopt when unset or empty.
 std::optional<std::string> Env(const char* name) {
@@ -241,7 +249,7 @@ void RepoCache::WriteRef(std::string_view revision, std::string_view commit) con
   if (Strip(ReadSmallFile(path)) == commit) return;
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
-  const fs::path tmp = path.string() + ".tmp-" + std::to_string(getpid());
+  const fs::path tmp = TempPathBeside(path);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << commit;
@@ -265,7 +273,7 @@ fs::path RepoCache::LinkSnapshot(std::string_view commit, std::string_view filen
   for (size_t i = 0; i < depth; ++i) target += "../";
   target += "blobs/" + std::string(etag);
 
-  const fs::path tmp = path.string() + ".tmp-" + std::to_string(getpid());
+  const fs::path tmp = TempPathBeside(path);
   fs::remove(tmp, ec);
   fs::create_symlink(target, tmp, ec);
   if (ec) {  // no symlinks here (some network or FAT file systems): keep a copy instead
