@@ -2,7 +2,11 @@
 // synthetic tiny model ($TRINITY_TEST_MODEL), driven over HTTP with httplib::Client. Covers every
 // route, SSE framing chunk by chunk, bad input of every class, the API key, overload (429),
 // a client disconnecting mid-stream, and drain.
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -533,6 +537,70 @@ TEST_F(ServerLifecycleTest, DisconnectFreesSlot) {
   auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// Sends `body` to `path` on a raw socket, waits `wait`, then closes the connection without reading
+// the answer: a client that gave up on a non-streaming request.
+void PostAndHangUp(int port, const std::string& path, const json& body, std::chrono::milliseconds wait) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  const std::string payload = body.dump();
+  const std::string request = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+                              "Content-Length: " + std::to_string(payload.size()) + "\r\n\r\n" + payload;
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  std::this_thread::sleep_for(wait);
+  close(fd);
+}
+
+// Non-streaming requests (completions and tasks) whose client hangs up free their slot within a
+// step or so, not when the whole answer would have been done.
+TEST_F(ServerLifecycleTest, NonStreamingDisconnectFreesSlot) {
+  ServerOptions o = SmallOptions();
+  o.step_delay_ms = 20;  // 200 tokens would hold the slot 4 s
+  Running s(o);
+  auto probe = s.Client();
+  const std::vector<std::pair<std::string, json>> requests = {
+      {"/v1/completions", {{"prompt", "Tell a long story"}, {"max_tokens", 200}, {"ignore_eos", true}}},
+      {"/v1/tasks", {{"task", "generation"}, {"input", "a long story"}, {"max_tokens", 200}}}};
+  int cancelled = 0;
+  for (const auto& [path, body] : requests) {
+    SCOPED_TRACE(path);
+    const auto start = std::chrono::steady_clock::now();
+    PostAndHangUp(s.port, path, body, std::chrono::milliseconds(300));
+    for (int i = 0; i < 300 && Metric(probe, "trinity_requests_running") != 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(Metric(probe, "trinity_requests_running"), 0);
+    const double freed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_LT(freed_s, 2.0);  // far less than the 4 s the whole answer takes
+    EXPECT_EQ(Metric(probe, "trinity_requests_total{outcome=\"cancelled\"}"), ++cancelled);
+  }
+  auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+// With one slot and no queue, a client that sends its requests one after another is never
+// refused: the slot counts as free before the answer reaches the client.
+TEST_F(ServerLifecycleTest, BackToBackRequestsNeedNoQueue) {
+  ServerOptions o = SmallOptions();
+  o.n_parallel = 1;
+  o.max_queue = 0;
+  Running s(o);
+  auto cli = s.Client();
+  for (int i = 0; i < 40; ++i) {
+    auto r = cli.Post(i % 2 ? "/v1/completions" : "/v1/tasks",
+                      i % 2 ? json({{"prompt", "hi"}, {"max_tokens", 2}}).dump()
+                            : json({{"task", "topic"}, {"input", "the stock market fell"}}).dump(),
+                      "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << "request " << i << ": " << r->body;
+  }
 }
 
 // The per-request timeout: a generating request is cut (finish_reason "length"); a streamed one

@@ -118,7 +118,7 @@ std::vector<int32_t> Node::PromptTokens(const ChatPrompt& prompt) const {
   return tokens;
 }
 
-TaskResult Node::Process(const TaskRequest& request) {
+TaskResult Node::Process(const TaskRequest& request, const std::function<bool()>& stopped) {
   const auto start = Clock::now();
   const TaskSpec& spec = tasks_.Get(request.task);
   if (TrimView(request.input).empty()) Fail("the input of the {} request is empty", spec.name);
@@ -148,12 +148,14 @@ TaskResult Node::Process(const TaskRequest& request) {
     if (first_word) {
       // Constrained by stopping: generation ends as soon as the first word is complete, so a
       // one-word answer costs the tokens of one word.
-      generate.on_text = [&seen](std::string_view piece) {
+      generate.on_text = [&seen, &stopped](std::string_view piece) {
         seen += piece;
         bool complete = false;
         FirstWord(seen, &complete);
-        return !complete;
+        return !complete && !(stopped && stopped());
       };
+    } else if (stopped) {
+      generate.on_text = [&stopped](std::string_view) { return !stopped(); };
     }
     // Engine time: the sampler's whole life (its scratch is freed at the end; that alone takes
     // ~0.25 ms) and Generate().

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -65,8 +66,9 @@ class Node {
   Node(const Model& model, TaskRegistry tasks, NodeOptions options = {});
 
   // Throws trinity::Error for an unknown task, an empty input, bad max_tokens or sampling, or an
-  // input whose prompt does not fit the context.
-  TaskResult Process(const TaskRequest& request);
+  // input whose prompt does not fit the context. `stopped`, when given, is asked after every
+  // generated token: true ends the generation there (a server whose client went away).
+  TaskResult Process(const TaskRequest& request, const std::function<bool()>& stopped = {});
 
   // The prompt for a task and input (chat template included), with the byte range of the
   // filled-in task template: special-token text there is the user's and stays plain text.

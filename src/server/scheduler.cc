@@ -38,6 +38,7 @@ void Scheduler::Shutdown() {
   }
   for (auto& job : dropped) {
     if (job->drop) job->drop();
+    if (job->done) job->done();
   }
 }
 
@@ -82,6 +83,7 @@ void Scheduler::Work(node::Node* slot) {
       std::erase(active_, job);
     }
     idle_cv_.notify_all();
+    if (job->done) job->done();
   }
 }
 

@@ -31,10 +31,13 @@ using Clock = std::chrono::steady_clock;
 
 // One request's work, run on a slot. `run` must return soon after `Stopped()` turns true (it is
 // checked between decode steps); `drop` is called instead of `run` when the job's deadline passed
-// while it waited.
+// while it waited. `done` is called last, once the slot counts as free again: the HTTP side answers
+// the client only then, so that client's next request finds the slot free (with --queue 0 it
+// would otherwise be refused with 429 while this job's worker was still counted as running).
 struct Job {
   std::function<void(node::Node& node, Job& job)> run;
   std::function<void()> drop;
+  std::function<void()> done;
   std::atomic<bool> cancelled{false};  // set by the HTTP side: the client went away
   Clock::time_point enqueued;
   Clock::time_point started;

@@ -1,12 +1,17 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <mutex>
@@ -60,6 +65,67 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % (b.empty() ? 1 : b.size())]);
   return diff == 0 && !b.empty();
+}
+
+// The socket of the connection `req` came on. cpp-httplib 0.11 does not hand it to handlers, so it
+// is found among the process's sockets by its address pair, which is unique while the handler runs
+// (the connection stays open until the handler returns). -1 when not found.
+int ConnectionSocket(const httplib::Request& req) {
+  auto name = [](const sockaddr_storage& addr, socklen_t len, std::string& host, int& port) {
+    char h[NI_MAXHOST];
+    char p[NI_MAXSERV];
+    if (getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, h, sizeof h, p, sizeof p,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+      return false;
+    }
+    host = h;
+    port = std::atoi(p);
+    return true;
+  };
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    struct stat st{};
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{};
+    sockaddr_storage peer{};
+    socklen_t local_len = sizeof local;
+    socklen_t peer_len = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    std::string local_host, peer_host;
+    int local_port = 0, peer_port = 0;
+    if (!name(local, local_len, local_host, local_port) || !name(peer, peer_len, peer_host, peer_port)) continue;
+    if (peer_port == req.remote_port && peer_host == req.remote_addr && local_port == req.local_port) return fd;
+  }
+  return -1;
+}
+
+// True when the peer of `fd` has closed or reset the connection. Bytes waiting to be read (a
+// pipelined next request) do not count.
+bool PeerClosed(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) return true;
+  char c;
+  return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+// Waits until `finished`; meanwhile a client that hangs up cancels the job, which then stops
+// within a decode step (its slot is freed) and still reaches `finished`. Returns whether the
+// client went away.
+bool AwaitJob(const httplib::Request& req, std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+              const bool& finished, Job& job) {
+  constexpr auto kPollInterval = std::chrono::milliseconds(50);
+  const int fd = ConnectionSocket(req);
+  bool client_gone = false;
+  while (!cv.wait_for(lock, kPollInterval, [&] { return finished; })) {
+    if (fd >= 0 && !client_gone && PeerClosed(fd)) {
+      client_gone = true;
+      job.cancelled = true;
+    }
+  }
+  return client_gone;
 }
 
 // What a generation job and the HTTP thread waiting on it share.
@@ -268,15 +334,17 @@ struct Server::Impl {
         // A request cut by its timeout ends like one cut by max_tokens.
         ch->finish_reason = ch->timed_out ? "length" : FinishReasonName(r.finish_reason);
         ch->usage = {r.n_prompt, r.n_generated(), r.prompt_ms, r.generate_ms};
-        ch->finished = true;
       }
       ch->cv.notify_all();
     };
     job->drop = [ch] {
+      std::lock_guard lock(ch->mu);
+      ch->error = MakeError(503, "timed out waiting for a free slot", "unavailable_error", "timeout");
+      ch->timed_out = true;
+    };
+    job->done = [ch] {
       {
         std::lock_guard lock(ch->mu);
-        ch->error = MakeError(503, "timed out waiting for a free slot", "unavailable_error", "timeout");
-        ch->timed_out = true;
         ch->finished = true;
       }
       ch->cv.notify_all();
@@ -299,7 +367,10 @@ struct Server::Impl {
     Admit(job);
     if (!c->request.stream) {
       std::unique_lock lock(ch->mu);
-      ch->cv.wait(lock, [&] { return ch->finished; });
+      if (AwaitJob(req, lock, ch->cv, ch->finished, *job)) {
+        metrics.CountRequest(Outcome::kCancelled);
+        return;  // nobody to answer
+      }
       if (ch->error) {
         Record(*c, *ch, ch->error->status == 503 ? Outcome::kTimeout : Outcome::kError);
         SendError(res, *ch->error);
@@ -416,7 +487,7 @@ struct Server::Impl {
       std::optional<ApiError> error;
       node::TaskResult result;
       try {
-        result = node.Process(request);
+        result = node.Process(request, [&job] { return job.Stopped(); });
       } catch (const trinity::Error& e) {
         error = MakeError(400, e.what(), "invalid_request_error");
       } catch (const std::exception& e) {
@@ -427,21 +498,25 @@ struct Server::Impl {
         out->error = error;
         out->result = std::move(result);
         out->queue_s = std::chrono::duration<double>(job.started - job.enqueued).count();
-        out->finished = true;
       }
-      out->cv.notify_all();
     };
     job->drop = [out] {
+      std::lock_guard lock(out->mu);
+      out->error = MakeError(503, "timed out waiting for a free slot", "unavailable_error", "timeout");
+    };
+    job->done = [out] {
       {
         std::lock_guard lock(out->mu);
-        out->error = MakeError(503, "timed out waiting for a free slot", "unavailable_error", "timeout");
         out->finished = true;
       }
       out->cv.notify_all();
     };
     Admit(job);
     std::unique_lock lock(out->mu);
-    out->cv.wait(lock, [&] { return out->finished; });
+    if (AwaitJob(req, lock, out->cv, out->finished, *job)) {
+      metrics.CountRequest(Outcome::kCancelled);
+      return;
+    }
     if (out->error) throw *out->error;
     const node::TaskResult& r = out->result;
     metrics.CountRequest(Outcome::kOk);
