@@ -202,6 +202,29 @@ void BM_DenseGemvF16(benchmark::State& state) {
   state.SetLabel(CpuPathName(path));
 }
 
+// The batched LM head: n_x vectors against F16 rows (32768 rows of 2560: 168 MB, beyond the
+// caches). Bytes are the weights read once; items are (row, vector) dot products, so items/s
+// compares n_x = 1 (the GEMV) with batches.
+void BM_DenseGemmF16(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
+  const CpuKernels& k = GetCpuKernels(path);
+  const int64_t n_in = state.range(1), n_rows = state.range(2), n_x = state.range(3);
+  std::vector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
+  for (size_t j = 0; j < w.size(); ++j) w[j] = Fp32ToFp16(static_cast<float>(j % 97) * 0.01f - 0.4f);
+  std::vector<float> x(static_cast<size_t>(n_in * n_x), 0.5f), y(static_cast<size_t>(n_rows * n_x));
+  std::vector<float*> ys;
+  for (int64_t i = 0; i < n_x; ++i) ys.push_back(y.data() + i * n_rows);
+  DenseView view{TensorType::kF16, reinterpret_cast<const uint8_t*>(w.data()), n_in, n_rows, static_cast<uint64_t>(2 * n_in)};
+  for (auto _ : state) {
+    k.dense_gemm(view, x.data(), n_in, n_x, ys.data(), 0, n_rows);
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetBandwidth(state, static_cast<double>(2 * n_in * n_rows));
+  state.SetItemsProcessed(state.iterations() * n_rows * n_x);
+  state.SetLabel(CpuPathName(path));
+}
+
 // Prefill attention, 2B-4T heads (20 query heads, 5 KV heads, head_dim 128): a batch of n_tok
 // query tokens at positions pos .. pos+n_tok-1 over the cache, one thread. args: path, batched
 // (0: the one-token kernel per token, as decode runs it; 1: attention_prefill), pos, n_tok.
@@ -302,6 +325,8 @@ BENCHMARK(BM_TernaryGemm)
     ->Args({1, 2560, 6912, 64})
     ->Args({2, 2560, 6912, 4})
     ->Args({2, 2560, 6912, 8})
+    ->Args({2, 2560, 6912, 12})
+    ->Args({2, 2560, 6912, 16})
     ->Args({2, 2560, 2560, 64})
     ->Args({2, 2560, 6912, 64})
     ->Args({2, 6912, 2560, 64})
@@ -312,6 +337,16 @@ BENCHMARK(BM_DenseGemvF16)
     ->Args({0, 2560, 32768})
     ->Args({1, 2560, 32768})
     ->Args({2, 2560, 32768})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_DenseGemmF16)
+    ->ArgNames({"path", "n_in", "n_rows", "n_x"})
+    ->Args({2, 2560, 32768, 1})
+    ->Args({2, 2560, 32768, 4})
+    ->Args({2, 2560, 32768, 8})
+    ->Args({1, 2560, 32768, 8})
+    ->Args({2, 2560, 64, 1})  // weights in L2: the compute ceiling
+    ->Args({2, 2560, 64, 8})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_Q8Gemv)

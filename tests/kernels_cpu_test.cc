@@ -262,7 +262,7 @@ TEST_P(CpuKernelsTest, DenseGemmEqualsGemvExactly) {
         }
       }
       const DenseView w{type, base, n_in, n_rows, row_bytes};
-      for (int64_t n_x : {1, 2, 5}) {
+      for (int64_t n_x : {1, 2, 5, 8}) {
         const int64_t x_stride = n_in + 3;
         std::vector<float> x(static_cast<size_t>(n_x * x_stride + 1));
         for (float& v : x) v = normal(rng_);

@@ -436,30 +436,128 @@ void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, 
   DenseMatVec(w, x, y, row_begin, row_end);
 }
 
-// Blocks of kStageRows F16 rows converted to f32 once (exactly), then every vector's dot products
-// on the f32 copy with the F32 kernel, whose summation order is the F16 kernel's.
+// V vectors' dot products with one F16 row: each 16 values are converted once and used by all V
+// vectors (the row is read once from memory for the whole batch). Per (row, vector) pair the
+// operations are DenseRowDot<true>'s (four accumulators over steps of 64, the masked tail into the
+// first, the same reduction), so every result is bit-identical to the GEMV's.
+template <int V>
+inline void DenseRowDotsF16(const uint16_t* row, const float* x, int64_t x_stride, int64_t n, float* const* ys,
+                            int64_t r) {
+  __m512 acc[V][4];
+  for (int v = 0; v < V; ++v)
+    for (int k = 0; k < 4; ++k) acc[v][k] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 64 <= n; c += 64) {
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512 w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 16 * k)));
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[v][k] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + v * x_stride + c + 16 * k), acc[v][k]);
+    }
+  }
+  for (; c < n; c += 16) {
+    const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - c);
+    const __m512 w = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + c));
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[v][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x + v * x_stride + c), acc[v][0]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    ys[v][r] = _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3])));
+  }
+}
+
+// Two F16 rows x V vectors (V <= 3: 24 accumulators): per 16 values 2 conversions, V vector loads
+// and 2V FMAs, against 1 + V loads per V FMAs one row at a time. Same per-pair operations as
+// DenseRowDotsF16, so bit-identical to the GEMV too.
+template <int V>
+inline void DenseRow2DotsF16(const uint16_t* row0, const uint16_t* row1, const float* x, int64_t x_stride, int64_t n,
+                             float* const* ys, int64_t r) {
+  __m512 acc[2][V][4];
+  for (int i = 0; i < 2; ++i)
+    for (int v = 0; v < V; ++v)
+      for (int k = 0; k < 4; ++k) acc[i][v][k] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 64 <= n; c += 64) {
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row0 + c + 16 * k)));
+      const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row1 + c + 16 * k)));
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) {
+        const __m512 xv = _mm512_loadu_ps(x + v * x_stride + c + 16 * k);
+        acc[0][v][k] = _mm512_fmadd_ps(w0, xv, acc[0][v][k]);
+        acc[1][v][k] = _mm512_fmadd_ps(w1, xv, acc[1][v][k]);
+      }
+    }
+  }
+  for (; c < n; c += 16) {
+    const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - c);
+    const __m512 w0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row0 + c));
+    const __m512 w1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row1 + c));
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + v * x_stride + c);
+      acc[0][v][0] = _mm512_fmadd_ps(w0, xv, acc[0][v][0]);
+      acc[1][v][0] = _mm512_fmadd_ps(w1, xv, acc[1][v][0]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    for (int i = 0; i < 2; ++i) {
+      ys[v][r + i] = _mm512_reduce_add_ps(
+          _mm512_add_ps(_mm512_add_ps(acc[i][v][0], acc[i][v][1]), _mm512_add_ps(acc[i][v][2], acc[i][v][3])));
+    }
+  }
+}
+
+// Batched LM head: each row's dot products with up to kDenseTile vectors at a time from registers
+// (16 accumulators). Rows go in blocks of kDenseBlock: every tile of vectors runs over the whole
+// block before the next tile, so a tile's vectors (4 x 10 KB at n_in 2560) stay in L1 while the
+// block's rows (160 KB) come from DRAM once and from L2 for the later tiles. Row after row with all
+// the tiles in turn would cycle every vector (80 KB for 8) through L1 for each row.
 void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys, int64_t row_begin,
                int64_t row_end) {
   if (w.type != TensorType::kF16 || n_x == 1) {
     for (int64_t i = 0; i < n_x; ++i) DenseGemv(w, x + i * x_stride, ys[i], row_begin, row_end);
     return;
   }
-  constexpr int64_t kStageRows = 32;  // 32 x n_in f32: 320 KB at n_in 2560, in L2
-  thread_local std::vector<float> stage;
-  stage.resize(static_cast<size_t>(kStageRows * w.n_in));
-  for (int64_t b = row_begin; b < row_end; b += kStageRows) {
-    const int64_t e = std::min(row_end, b + kStageRows);
-    for (int64_t r = b; r < e; ++r) {
-      const uint16_t* src = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
-      float* dst = stage.data() + (r - b) * w.n_in;
-      for (int64_t c = 0; c < w.n_in; c += 16) {
-        const __mmask16 m = w.n_in - c >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(w.n_in - c);
-        _mm512_mask_storeu_ps(dst + c, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + c)));
+  constexpr int64_t kDenseTile = 3;
+  constexpr int64_t kDenseBlock = 32;
+  for (int64_t b = row_begin; b < row_end; b += kDenseBlock) {
+    const int64_t e = std::min(row_end, b + kDenseBlock);
+    for (int64_t i = 0; i < n_x; i += kDenseTile) {
+      const float* xi = x + i * x_stride;
+      float* const* yi = ys + i;
+      const int64_t tile = std::min(kDenseTile, n_x - i);
+      // The last tile fetches the next block into L2 meanwhile (the rows of the first tile would
+      // otherwise come from DRAM at the pace of its arithmetic).
+      const bool prefetch = i + kDenseTile >= n_x && e + (e - b) <= row_end;
+      int64_t r = b;
+      for (; r + 2 <= e; r += 2) {
+        const uint16_t* row0 = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
+        const uint16_t* row1 = reinterpret_cast<const uint16_t*>(w.data + (r + 1) * w.row_bytes);
+        if (prefetch) {
+          const uint8_t* next = w.data + (r + (e - b)) * w.row_bytes;
+          for (uint64_t o = 0; o < 2 * w.row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(next + o), _MM_HINT_T1);
+        }
+        switch (tile) {
+          case 3: DenseRow2DotsF16<3>(row0, row1, xi, x_stride, w.n_in, yi, r); break;
+          case 2: DenseRow2DotsF16<2>(row0, row1, xi, x_stride, w.n_in, yi, r); break;
+          default: DenseRow2DotsF16<1>(row0, row1, xi, x_stride, w.n_in, yi, r); break;
+        }
+      }
+      for (; r < e; ++r) {
+        const uint16_t* row = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
+        switch (tile) {
+          case 4: DenseRowDotsF16<4>(row, xi, x_stride, w.n_in, yi, r); break;
+          case 3: DenseRowDotsF16<3>(row, xi, x_stride, w.n_in, yi, r); break;
+          case 2: DenseRowDotsF16<2>(row, xi, x_stride, w.n_in, yi, r); break;
+          default: DenseRowDotsF16<1>(row, xi, x_stride, w.n_in, yi, r); break;
+        }
       }
     }
-    const DenseView block{TensorType::kF32, reinterpret_cast<const uint8_t*>(stage.data()), w.n_in, e - b,
-                          static_cast<uint64_t>(w.n_in) * sizeof(float)};
-    for (int64_t i = 0; i < n_x; ++i) DenseRowsAll<false>(block, x + i * x_stride, ys[i] + b, 0, e - b);
   }
 }
 
