@@ -147,7 +147,7 @@ TEST_P(CpuKernelsTest, TernaryGemvIsBitIdentical) {
 TEST_P(CpuKernelsTest, TernaryGemmIsBitIdentical) {
   for (int64_t n_in : {128, 384, 2560}) {
     for (int64_t n_out : {1, 5, 16, 19, 37}) {
-      for (int64_t n_tok : {1, 2, 3, 4, 5, 7, 8, 9, 33, 37, 64}) {
+      for (int64_t n_tok : {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 33, 37, 64}) {
         for (bool groups : {false, true}) {
           TernaryCase w = MakeTernary(rng_, n_in, n_out, static_cast<int>(n_tok % 2), groups);
           const int64_t q_stride = n_in + 5;  // a row stride that misaligns every other token

@@ -1,8 +1,12 @@
 // Model loading (valid and malformed files), generation stop logic, context limits.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "engine/common/error.h"
@@ -77,6 +81,35 @@ TEST(ModelTest, LoadsSyntheticTiny) {
   EXPECT_EQ(model->tokenizer().n_vocab(), 128256);
   EXPECT_EQ(model->chat_format(), ChatFormat::kBitnet);
   EXPECT_EQ(model->layers()[0].wq.source_type, TensorType::kI2_S);
+}
+
+// Resident memory of this process, from /proc/self/statm.
+uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size_pages = 0, resident_pages = 0;
+  statm >> size_pages >> resident_pages;
+  return resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// The KV cache is sized for the whole context, but only the positions a sequence reaches take
+// memory: a 131072-position context (537 MB of cache for this model) that evaluated a few tokens
+// holds a few pages of it.
+TEST(ModelTest, KvCacheMemoryFollowsPositions) {
+  REQUIRE_MODEL();
+  const auto model = Model::Load(TestModel());
+  const ModelConfig& c = model->config();
+  const int64_t n_ctx = 131072;
+  const uint64_t cache_bytes = 2 * static_cast<uint64_t>(c.n_layer * n_ctx * c.n_embd_kv()) * sizeof(float);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4};
+  {
+    Context warm(*model, ContextOptions(64, 1));  // the mapped weights become resident here
+    warm.Eval(tokens);
+  }
+  const uint64_t before = ResidentBytes();
+  Context context(*model, ContextOptions(n_ctx, 1));
+  context.Eval(tokens);
+  const uint64_t grown = ResidentBytes() - std::min(before, ResidentBytes());
+  EXPECT_LT(grown, cache_bytes / 8) << "resident grew by " << grown << " bytes; the whole cache is " << cache_bytes;
 }
 
 TEST(ModelTest, RejectsWrongArchitecture) {

@@ -419,7 +419,7 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.lm_head = ParseLmHeadFormat(f.lm_head);
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
   std::vector<node::StreamsBenchResult> streams;
-  for (int n : f.streams) streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads));
+  for (int n : f.streams) streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads, options.lm_head));
   const bool gpu = r.device == Device::kCuda;
   if (f.json) {
     nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},

@@ -25,6 +25,7 @@ void RegisterServe(CLI::App& app) {
   auto model_flag = std::make_shared<std::string>();
   auto prompt_mode = std::make_shared<std::string>("auto");
   auto device = std::make_shared<std::string>("auto");
+  auto lm_head = std::make_shared<std::string>("file");
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (chat, completions, tasks, metrics)");
   cmd->add_option("-m,--model", *model_flag, "GGUF model file (default: $TRINITY_MODEL or the built-in model)");
   cmd->add_option("--alias", o->model_id, "model id clients use (default: the file name without .gguf)");
@@ -48,8 +49,12 @@ void RegisterServe(CLI::App& app) {
   cmd->add_flag("--log-requests", o->log_requests, "log one line per request (method, path, status; never bodies)");
   AddSamplingFlags(*cmd, o->sampling);
   AddDeviceFlag(*cmd, *device);
-  cmd->callback([o, model_flag, prompt_mode, device] {
+  cmd->add_option("--lm-head", *lm_head,
+                  "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)")
+      ->capture_default_str();
+  cmd->callback([o, model_flag, prompt_mode, device, lm_head] {
     o->device = ParseDevice(*device);
+    o->lm_head = ParseLmHeadFormat(*lm_head);
     o->model_path = ResolveModelPath(*model_flag);
     o->prompt_mode = node::ParsePromptMode(*prompt_mode);
     std::signal(SIGTERM, OnSignal);

@@ -199,7 +199,7 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   return result;
 }
 
-StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads) {
+StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads, LmHeadFormat lm_head) {
   if (streams < 1 || streams > Context::kMaxBatch) Fail("streams must be in [1, {}]", Context::kMaxBatch);
   if (n_gen < 1) Fail("-n must be >= 1 to measure streams");
   const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
@@ -209,11 +209,13 @@ StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_ge
     BatcherOptions bo;
     bo.n_ctx = n_ctx;
     bo.n_threads = threads;
+    bo.lm_head = lm_head;
     batcher = std::make_unique<Batcher>(model, bo);
   }
   std::vector<std::unique_ptr<Context>> contexts;
   for (int s = 0; s < streams; ++s) {
     ContextOptions co(n_ctx, threads);
+    co.lm_head = lm_head;
     co.batcher = batcher.get();
     contexts.push_back(std::make_unique<Context>(model, co));
     // One warm-up token per stream (page faults of the mapped weights), then an empty cache.

@@ -57,7 +57,8 @@ struct StreamsBenchResult {
 // Aggregate decode throughput of `streams` sequences generating n_gen tokens each at the same
 // time, one thread per sequence: a lone Context for one stream, contexts attached to one Batcher
 // (continuous batching: each step evaluates every stream's next token at once) for more.
-StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads);
+StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads,
+                                   LmHeadFormat lm_head = LmHeadFormat::kFile);
 
 // STREAM-like read bandwidth: every thread sums its contiguous share of a `bytes` buffer; best
 // of several passes after a warm-up. Returns 1e9 bytes/s.

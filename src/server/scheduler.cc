@@ -14,6 +14,7 @@ Scheduler::Scheduler(const Model& model, SchedulerOptions options)
     bo.n_ctx = node_options.context.n_ctx;
     bo.n_threads = node_options.context.n_threads;
     bo.cpu_path = node_options.context.cpu_path;
+    bo.lm_head = node_options.context.lm_head;
     batcher_ = std::make_unique<Batcher>(model, bo);
     node_options.context.batcher = batcher_.get();
   }

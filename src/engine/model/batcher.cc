@@ -11,6 +11,7 @@ namespace {
 ContextOptions EngineOptions(const BatcherOptions& o) {
   ContextOptions c(o.n_ctx, o.n_threads);
   c.cpu_path = o.cpu_path;
+  c.lm_head = o.lm_head;
   return c;
 }
 

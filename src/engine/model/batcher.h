@@ -35,6 +35,7 @@ struct BatcherOptions {
   int64_t n_ctx = 0;    // the largest context size of the attached sequences (0: the model's, <= 4096)
   int n_threads = 0;    // threads of the forward pass (0: one per available core)
   std::optional<kernels::CpuPath> cpu_path;        // unset: kernels::ActiveCpuPath()
+  LmHeadFormat lm_head = LmHeadFormat::kFile;      // the batched pass's LM head (kQ8: the 8-bit copy)
   int64_t max_rows = Context::kMaxBatch;           // rows per step, 1 .. kMaxBatch
   std::chrono::microseconds gather{20000};         // longest wait for returning sequences
 };

@@ -120,8 +120,8 @@ void Context::Allocate(bool kv_cache, bool compute) {
   logits_.resize(c.n_vocab);
   if (kv_cache) {
     const size_t kv = static_cast<size_t>(c.n_layer * n_ctx_ * c.n_embd_kv());
-    k_cache_.assign(kv, 0.0f);
-    v_cache_.assign(kv, 0.0f);
+    k_cache_ = LazyBuffer<float>(kv);
+    v_cache_ = LazyBuffer<float>(kv);
   }
   if (!compute) return;
   const size_t wide = static_cast<size_t>(std::max(c.n_embd, c.n_ff));

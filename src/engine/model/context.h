@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/common/lazy_buffer.h"
 #include "engine/common/thread_pool.h"
 #include "engine/cuda/cuda.h"
 #include "engine/kernels/cpu.h"
@@ -127,8 +128,9 @@ class Context {
   ThreadPool pool_;
   Batcher* batcher_ = nullptr;
 
-  // KV cache, f32: (n_layer, n_ctx, n_embd_kv) each.
-  std::vector<float> k_cache_, v_cache_;
+  // KV cache, f32: (n_layer, n_ctx, n_embd_kv) each. Pages are mapped as positions are first
+  // written, so memory grows with the positions a sequence reaches, not with n_ctx.
+  LazyBuffer<float> k_cache_, v_cache_;
   // Scratch: x (n_embd) residual stream, xn (max(n_embd, n_ff)) normed input, q (n_embd),
   // att (n_embd), gate/up (n_ff), act_q (max(n_embd, n_ff)) int8, scores (n_threads * n_ctx).
   std::vector<float> x_, xn_, q_, att_, tmp_, gate_, up_, scores_, logits_;
