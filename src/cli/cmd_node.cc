@@ -430,7 +430,8 @@ void RunEngineBenchCommand(const BenchFlags& f) {
     if (!streams.empty()) {
       j["streams"] = nlohmann::json::array();
       for (const auto& s : streams) {
-        j["streams"].push_back({{"streams", s.streams}, {"tok_per_s", s.tok_per_s}, {"mean_batch_rows", s.mean_batch_rows}});
+        j["streams"].push_back({{"streams", s.streams}, {"tok_per_s", s.tok_per_s}, {"mean_batch_rows", s.mean_batch_rows},
+                                 {"ms_per_step", s.ms_per_step}, {"busy_fraction", s.busy_fraction}});
       }
     }
     if (gpu) {  // the CPU document keeps exactly its documented keys
@@ -492,11 +493,13 @@ void RunEngineBenchCommand(const BenchFlags& f) {
     srows.push_back({fmt::format("tg{} x{}", f.n_gen, s.streams), fmt::format("{:.2f}", s.tok_per_s),
                      fmt::format("{:.2f}", s.tok_per_s / s.streams),
                      fmt::format("{:.2f}x", s.tok_per_s / streams.front().tok_per_s),
-                     fmt::format("{:.2f}", s.mean_batch_rows)});
+                     fmt::format("{:.2f}", s.mean_batch_rows), fmt::format("{:.1f}", s.ms_per_step),
+                     fmt::format("{:.0f}%", 100.0 * s.busy_fraction)});
   }
   std::printf("\nconcurrent streams (continuous batching above one stream):\n%s",
-              Table({"test", "total t/s", "t/s per stream", fmt::format("vs x{}", streams.front().streams), "rows/step"},
-                    {false, true, true, true, true}, srows)
+              Table({"test", "total t/s", "t/s per stream", fmt::format("vs x{}", streams.front().streams), "rows/step", "ms/step",
+                     "in steps"},
+                    {false, true, true, true, true, true, true}, srows)
                   .c_str());
 }
 

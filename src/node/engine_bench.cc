@@ -242,10 +242,16 @@ StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_ge
   r.streams = streams;
   r.tok_per_s = static_cast<double>(streams) * static_cast<double>(n_gen) / seconds;
   r.mean_batch_rows = 1.0;
+  r.ms_per_step = seconds * 1000.0 / static_cast<double>(n_gen);
   if (batcher) {
     const BatcherStats after = batcher->stats();
     const uint64_t steps = after.steps - before.steps;
-    if (steps > 0) r.mean_batch_rows = static_cast<double>(after.rows - before.rows) / static_cast<double>(steps);
+    const double busy = after.busy_seconds - before.busy_seconds;
+    if (steps > 0) {
+      r.mean_batch_rows = static_cast<double>(after.rows - before.rows) / static_cast<double>(steps);
+      r.ms_per_step = busy * 1000.0 / static_cast<double>(steps);
+    }
+    r.busy_fraction = busy / seconds;
   }
   return r;
 }

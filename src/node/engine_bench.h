@@ -52,6 +52,8 @@ struct StreamsBenchResult {
   int streams = 0;
   double tok_per_s = 0.0;        // all streams together
   double mean_batch_rows = 0.0;  // rows per batched step (1 for a lone stream)
+  double ms_per_step = 0.0;      // forward-pass time per step (per token for a lone stream)
+  double busy_fraction = 1.0;    // of the wall time, the share spent in forward passes
 };
 
 // Aggregate decode throughput of `streams` sequences generating n_gen tokens each at the same

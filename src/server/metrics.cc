@@ -121,9 +121,12 @@ std::string Metrics::Render(const Gauges& g) const {
       "trinity_batch_rows_total {}\n"
       "# HELP trinity_batch_decode_rows_total Of those, next tokens of decoding sequences.\n"
       "# TYPE trinity_batch_decode_rows_total counter\n"
-      "trinity_batch_decode_rows_total {}\n",
+      "trinity_batch_decode_rows_total {}\n"
+      "# HELP trinity_batch_busy_seconds_total Time in batched forward passes (the rest: gathering rows, idle).\n"
+      "# TYPE trinity_batch_busy_seconds_total counter\n"
+      "trinity_batch_busy_seconds_total {:.6f}\n",
       prompt_tokens_, generated_tokens_, g.running, g.waiting, g.slots, g.batch.steps, g.batch.rows,
-      g.batch.decode_rows);
+      g.batch.decode_rows, g.batch.busy_seconds);
   ttft_.Render("trinity_time_to_first_token_seconds", "Time from arrival to the first token.", out);
   latency_.Render("trinity_e2e_request_latency_seconds", "Time from arrival to the last byte.", out);
   queue_.Render("trinity_queue_time_seconds", "Time spent waiting for a slot.", out);

@@ -213,38 +213,6 @@ inline void GemmTile(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int6
     for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_epi32(acc[r][t]);
 }
 
-// R (1 or 2) rows x 8 tokens: each block's codes are unpacked once for 8 tokens (per block 2R
-// code shifts/ands, 16 activation loads, 16R vpdpbusd); 16R accumulators.
-template <int R>
-inline void GemmTile8(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int64_t q_stride, int64_t blocks,
-                      int32_t (*out)[8]) {
-  const __m512i shift_a = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
-  const __m512i shift_b = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);
-  const __m512i three = _mm512_set1_epi8(3);
-  __m512i acc[R][8];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < 8; ++t) acc[r][t] = _mm512_setzero_si512();
-  for (int64_t j = 0; j < blocks; ++j) {
-    __m512i ca[R], cb[R];
-#pragma GCC unroll 2
-    for (int r = 0; r < R; ++r) {
-      const __m512i w = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * row_bytes + 32 * j)));
-      ca[r] = _mm512_and_si512(_mm512_srlv_epi16(w, shift_a), three);
-      cb[r] = _mm512_and_si512(_mm512_srlv_epi16(w, shift_b), three);
-    }
-#pragma GCC unroll 8
-    for (int t = 0; t < 8; ++t) {
-      const __m512i qa = _mm512_loadu_si512(q + t * q_stride + 128 * j);
-      const __m512i qb = _mm512_loadu_si512(q + t * q_stride + 128 * j + 64);
-#pragma GCC unroll 2
-      for (int r = 0; r < R; ++r) acc[r][t] = Dpbusd(Dpbusd(acc[r][t], ca[r], qa), cb[r], qb);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < 8; ++t) out[r][t] = _mm512_reduce_add_epi32(acc[r][t]);
-}
-
 template <int R>
 void GemmTileT(int t_count, const uint8_t* w0, int64_t row_bytes, const int8_t* q, int64_t q_stride, int64_t blocks,
                int32_t (*out)[4]) {
@@ -273,7 +241,7 @@ constexpr int64_t kChunk = 2560;
 constexpr int64_t kScratchBytes = 128 * 1024;
 // Below this many tokens the unpack-to-scratch pass costs more than it saves (each unpacked
 // panel is reused by too few tokens): the register-tile kernel above unpacks in registers.
-constexpr int64_t kScratchMinTokens = 9;
+constexpr int64_t kScratchMinTokens = 8;
 
 // One I2_S row (blocks x 32 bytes) -> blocks x 128 u8 codes in activation order.
 inline void UnpackRow(const uint8_t* row, int64_t blocks, uint8_t* out) {
@@ -406,29 +374,12 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
   // Token blocks of 32 keep their activations (32 x n_in bytes) in L2 while the rows stream by.
   constexpr int64_t kTokenBlock = 32;
   int32_t dot[4][4];
-  int32_t dot8[2][8];
   for (int64_t tb = 0; tb < n_tok; tb += kTokenBlock) {
     const int64_t te = std::min(n_tok, tb + kTokenBlock);
     for (int64_t r = row_begin; r < row_end; r += 4) {
       const int rc = static_cast<int>(std::min<int64_t>(4, row_end - r));
       const uint8_t* w0 = w.codes + r * row_bytes;
-      int64_t t = tb;
-      for (; t + 8 <= te; t += 8) {  // whole groups of 8 tokens, two rows at a time
-        const int8_t* qt = q + t * q_stride;
-        for (int i = 0; i < rc; i += 2) {
-          const int pair = std::min(2, rc - i);
-          if (pair == 2) {
-            GemmTile8<2>(w0 + i * row_bytes, row_bytes, qt, q_stride, blocks, dot8);
-          } else {
-            GemmTile8<1>(w0 + i * row_bytes, row_bytes, qt, q_stride, blocks, dot8);
-          }
-          for (int ii = 0; ii < pair; ++ii)
-            for (int k = 0; k < 8; ++k)
-              y[(t + k) * y_stride + r + i + ii] =
-                  static_cast<float>(dot8[ii][k] - q_sums[t + k]) * w.scale / act_scales[t + k];
-        }
-      }
-      for (; t < te; t += 4) {
+      for (int64_t t = tb; t < te; t += 4) {
         const int tc = static_cast<int>(std::min<int64_t>(4, te - t));
         const int8_t* qt = q + t * q_stride;
         switch (rc) {

@@ -34,7 +34,7 @@ Batcher::~Batcher() {
 }
 
 BatcherStats Batcher::stats() const {
-  return BatcherStats{steps_.load(), rows_.load(), decode_rows_.load()};
+  return BatcherStats{steps_.load(), rows_.load(), decode_rows_.load(), static_cast<double>(busy_ns_.load()) * 1e-9};
 }
 
 void Batcher::Eval(Context& seq, std::span<const int32_t> tokens, float* all_logits) {
@@ -126,6 +126,7 @@ void Batcher::Loop() {
     }
     const auto elapsed = std::chrono::steady_clock::now() - start;
     steps_.fetch_add(1);
+    busy_ns_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()));
     rows_.fetch_add(rows.size());
     for (const Taken& t : taken) {
       if (t.request->tokens.size() - t.request->done == 1) decode_rows_.fetch_add(1);

@@ -44,6 +44,7 @@ struct BatcherStats {
   uint64_t steps = 0;
   uint64_t rows = 0;         // rows evaluated, all steps together
   uint64_t decode_rows = 0;  // of which rows of single-token requests (decoding)
+  double busy_seconds = 0.0; // time inside the steps' forward passes (the rest: gathering, idle)
 };
 
 class Batcher {
@@ -88,7 +89,7 @@ class Batcher {
   std::vector<Context*> expected_;   // sequences of the last step whose request it finished
   std::chrono::nanoseconds last_step_{0};
   bool stopping_ = false;
-  std::atomic<uint64_t> steps_{0}, rows_{0}, decode_rows_{0};
+  std::atomic<uint64_t> steps_{0}, rows_{0}, decode_rows_{0}, busy_ns_{0};
   std::thread thread_;
 };
 
