@@ -1,8 +1,10 @@
 // AArch64 NEON + dot-product (FEAT_DotProd: sdot) kernels: Apple M1 and later, Cortex-A55/A76 and
-// later, Neoverse N1/V1, Graviton 2+. Compiled for armv8.2-a+dotprod with a pragma after the
+// later, Neoverse N1/V1, Graviton 2+. GCC compiles it for armv8.2-a+dotprod with a pragma after the
 // standard headers (as the x86 files do), so no inline function of the standard library is emitted
-// with v8.2 code in it; the dispatcher (cpu_dispatch.cc) only calls these after the OS said the
-// machine runs sdot. CMake builds this file only for aarch64/arm64.
+// with v8.2 code in it; clang <= 15 declares the sdot intrinsics only when the whole file is built
+// with dotprod, so CMake passes -march=armv8.2-a+dotprod to clang (Apple's default CPU has it).
+// The dispatcher (cpu_dispatch.cc) only calls these after the OS said the machine runs sdot.
+// CMake builds this file only for aarch64/arm64.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,9 +14,7 @@
 #include "engine/kernels/cpu.h"
 
 #if defined(__aarch64__)
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("dotprod"))), apply_to = function)
-#else
+#if !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC target("arch=armv8.2-a+dotprod")
 #endif
@@ -307,9 +307,7 @@ const CpuKernels& NeonKernels() {
 
 }  // namespace trinity::kernels
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
+#if !defined(__clang__)
 #pragma GCC pop_options
 #endif
 
