@@ -54,7 +54,7 @@ mkdir -p "$build"
 "$native/trinity" synth --shape tiny --seed 7 -f -o "$build/synth-tiny.gguf" > /dev/null
 
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-  -DTRINITY_ARM64_ROOT="$root" -DTRINITY_FRONTENDS=OFF -DTRINITY_BENCH=OFF \
+  -DTRINITY_ARM64_ROOT="$root" -DTRINITY_FRONTENDS=OFF -DTRINITY_BENCH=OFF -DTRINITY_CUDA=OFF \
   -DTRINITY_TEST_MODEL="$PWD/$build/synth-tiny.gguf" > /dev/null
 arm_targets=(kernels_cpu_test engine_fast_path_test model_test quant_test tokenizer_test c_example)
 cmake --build "$build" -j"$jobs" --target "${arm_targets[@]}"
