@@ -189,6 +189,42 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
   }
 }
 
+// ---- 8-bit GEMV (the optional 8-bit LM head) ------------------------------------------------------
+// Reference: y[r] = (sum_c (b[r,c] - 128) * q[c]) * scales[r] / act_scale, integer sum.
+// b ^ 0x80 read as int8 is b - 128 exactly, so sdot takes the bytes as they are stored.
+template <int R>
+inline void Q8Rows(const uint8_t* w0, uint64_t row_bytes, const int8_t* q, int64_t n, int32_t* out) {
+  const uint8x16_t bias = vdupq_n_u8(0x80);
+  int32x4_t acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = vdupq_n_s32(0);
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const int8x16_t qv = vld1q_s8(q + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+      acc[r] = vdotq_s32(acc[r], vreinterpretq_s8_u8(veorq_u8(vld1q_u8(w0 + r * row_bytes + c), bias)), qv);
+  }
+  for (int r = 0; r < R; ++r) {
+    int32_t s = vaddvq_s32(acc[r]);
+    const uint8_t* row = w0 + r * row_bytes;
+    for (int64_t k = c; k < n; ++k) s += (static_cast<int32_t>(row[k]) - 128) * q[k];
+    out[r] = s;
+  }
+}
+
+void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
+  int32_t dot[4];
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    Q8Rows<4>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
+    for (int i = 0; i < 4; ++i) y[r + i] = static_cast<float>(dot[i]) * w.scales[r + i] / act_scale;
+  }
+  for (; r < row_end; ++r) {
+    Q8Rows<1>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
+    y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
+  }
+}
+
 // ---- dense GEMV (LM head) -------------------------------------------------------------------------
 // Reference: y[r] = sum_c W[r,c] x[c]; F16 widened with fcvtl (exact), f32 fma, four rows share
 // the x loads. Rows need not be aligned: byte loads reinterpreted.
@@ -336,7 +372,8 @@ const CpuKernels& NeonKernels() {
     k.ternary_gemm = TernaryGemm;
     k.dense_gemv = DenseGemv;
     k.dense_gemm = DenseGemm;
-    k.attention = AttentionHeads;
+    k.q8_gemv = Q8Gemv;
+    k.attention = AttentionHeads;  // norm_quantize, attention_prefill: none yet (callers fall back)
     return k;
   }();
   return table;
