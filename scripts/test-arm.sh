@@ -84,8 +84,11 @@ qemu "$build/tests/tokenizer_test" --gtest_brief=1 --gtest_filter='-*Throughput*
 # Both paths on the built-in model (trained weights, 8k vocabulary: seconds under qemu; ref must be
 # bit-identical), then neon on the synthetic model the test's bounds were set on. Its 128k-entry
 # F16 LM head is slow under qemu, so its ref case (the reference code again) is left out there.
+# The 8-bit-head case runs on the synthetic model only: on the built-in model one attention
+# rounding flip, amplified by the head's int8 activations, exceeds its bounds on x86 AVX-512 too.
 step "forward pass against the reference forward pass: built-in model, neon and ref"
-TRINITY_TEST_MODEL=$PWD/models/trinity-tiny.gguf qemu "$build/tests/engine_fast_path_test" --gtest_brief=1
+TRINITY_TEST_MODEL=$PWD/models/trinity-tiny.gguf qemu "$build/tests/engine_fast_path_test" --gtest_brief=1 \
+  --gtest_filter='-*Q8LmHead*'
 step "forward pass against the reference forward pass: synthetic tiny model, neon"
 qemu "$build/tests/engine_fast_path_test" --gtest_brief=1 --gtest_filter='-*/ref'
 
