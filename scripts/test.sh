@@ -10,6 +10,11 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
+# AArch64: cross-built, kernel and model tests under qemu-user (NEON and the portable path).
+if [ "${TRINITY_SKIP_ARM:-0}" != 1 ]; then
+  bash scripts/test-arm.sh
+fi
+
 # Sanitizers: every GoogleTest suite and the C API example (the Python-driven end-to-end
 # comparisons run once, above: they exercise the same code on the same inputs).
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRINITY_SANITIZE=ON

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -20,7 +21,7 @@ namespace {
 
 std::vector<CpuPath> Paths() {
   std::vector<CpuPath> paths;
-  for (CpuPath p : {CpuPath::kRef, CpuPath::kAvx2, CpuPath::kAvx512})
+  for (CpuPath p : {CpuPath::kRef, CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kNeon})
     if (CpuPathSupported(p)) paths.push_back(p);
   return paths;
 }
@@ -37,10 +38,27 @@ TEST(CpuDispatchTest, ParsesAndDetects) {
   EXPECT_EQ(ParseCpuPath("ref"), CpuPath::kRef);
   EXPECT_EQ(ParseCpuPath("avx2"), CpuPath::kAvx2);
   EXPECT_EQ(ParseCpuPath("avx512"), CpuPath::kAvx512);
+  EXPECT_EQ(ParseCpuPath("neon"), CpuPath::kNeon);
   EXPECT_THROW(ParseCpuPath("amx"), Error);
-  EXPECT_LE(static_cast<int>(ActiveCpuPath()), static_cast<int>(DetectCpuPath()));
+  EXPECT_TRUE(CpuPathSupported(ActiveCpuPath()));
   EXPECT_TRUE(CpuPathSupported(CpuPath::kRef));
   EXPECT_EQ(GetCpuKernels(CpuPath::kRef).path, CpuPath::kRef);
+  EXPECT_EQ(GetCpuKernels(DetectCpuPath()).path, DetectCpuPath());
+#if defined(__aarch64__)
+  EXPECT_FALSE(CpuPathSupported(CpuPath::kAvx2));
+  EXPECT_FALSE(CpuPathSupported(CpuPath::kAvx512));
+#else
+  EXPECT_FALSE(CpuPathSupported(CpuPath::kNeon));
+  EXPECT_THROW(GetCpuKernels(CpuPath::kNeon), Error);
+#endif
+  // $TRINITY_CPU lowers the path when the machine runs the one it names.
+  if (const char* env = std::getenv("TRINITY_CPU"); env != nullptr && *env != '\0' && CpuPathSupported(ParseCpuPath(env))) {
+    EXPECT_EQ(ActiveCpuPath(), ParseCpuPath(env));
+  }
+  // scripts/test-arm.sh runs this under emulated CPUs with and without the dot-product extension.
+  if (const char* want = std::getenv("TRINITY_EXPECT_DETECTED"); want != nullptr) {
+    EXPECT_STREQ(CpuPathName(DetectCpuPath()), want);
+  }
   std::printf("detected CPU path: %s, active: %s\n", CpuPathName(DetectCpuPath()), CpuPathName(ActiveCpuPath()));
 }
 

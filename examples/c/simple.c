@@ -1,6 +1,7 @@
 /* The smallest Trinity program: load a model, generate from a prompt through the C API.
  *
- *   simple MODEL.gguf "prompt" [max_tokens]     prints the continuation and statistics
+ *   simple MODEL.gguf "prompt" [max_tokens [temperature]]   prints the continuation and statistics
+ *                                               (temperature 0: greedy)
  *   simple MODEL.gguf --selftest                checks the API (used by the test suite)
  */
 #include <stdio.h>
@@ -77,7 +78,8 @@ static int selftest(const char* path) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s MODEL.gguf PROMPT [max_tokens] | %s MODEL.gguf --selftest\n", argv[0], argv[0]);
+    fprintf(stderr, "usage: %s MODEL.gguf PROMPT [max_tokens [temperature]] | %s MODEL.gguf --selftest\n", argv[0],
+            argv[0]);
     return 2;
   }
   if (strcmp(argv[2], "--selftest") == 0) return selftest(argv[1]);
@@ -89,7 +91,9 @@ int main(int argc, char** argv) {
   trinity_context* ctx = trinity_context_new(model, 0, 0);
   trinity_generation_stats stats;
   const int32_t max_tokens = argc > 3 ? atoi(argv[3]) : 64;
-  if (ctx == NULL || trinity_generate(ctx, argv[2], 0, max_tokens, NULL, print_piece, NULL, &stats) != 0) {
+  trinity_sampling sampling = trinity_sampling_default();
+  if (argc > 4) sampling.temperature = (float)atof(argv[4]);
+  if (ctx == NULL || trinity_generate(ctx, argv[2], 0, max_tokens, &sampling, print_piece, NULL, &stats) != 0) {
     fprintf(stderr, "error: %s\n", trinity_last_error());
     return 1;
   }

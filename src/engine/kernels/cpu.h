@@ -1,13 +1,14 @@
 // Fast CPU kernels behind one runtime dispatch.
 //
-// Three instruction-set paths implement the same table of functions:
+// Instruction-set paths implement the same table of functions:
 //   kRef    — the scalar reference kernels of ref.h (portable; the oracle),
-//   kAvx2   — AVX2 + FMA + F16C (vpmaddubsw for the int8 dot products),
-//   kAvx512 — AVX-512 F/BW/VL + VNNI (vpdpbusd) + F16C.
+//   kAvx2   — x86-64: AVX2 + FMA + F16C (vpmaddubsw for the int8 dot products),
+//   kAvx512 — x86-64: AVX-512 F/BW/VL + VNNI (vpdpbusd) + F16C,
+//   kNeon   — AArch64: NEON + dot product (sdot), Apple M1 and later, Cortex-A76 / Neoverse N1 on.
 // The caller picks a table once (GetCpuKernels(ActiveCpuPath())) at the top of the call tree and
 // calls through it; below that, each path is plain static code for one instruction set. The
-// environment variable TRINITY_CPU=ref|avx2|avx512 forces a lower path (never a higher one than
-// the machine runs); tests force every path the machine supports.
+// environment variable TRINITY_CPU=ref|avx2|avx512|neon forces a lower path (a path the machine
+// cannot run is ignored); tests force every path the machine supports.
 //
 // Ternary weights stay in the I2_S layout (ref.h): its 32-byte blocks already hold four runs of
 // 32 consecutive values in the four 2-bit planes, so one 32-byte load unpacks into 128 codes in
@@ -24,12 +25,13 @@
 
 namespace trinity::kernels {
 
-enum class CpuPath { kRef = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class CpuPath { kRef = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
 const char* CpuPathName(CpuPath path);
-// "ref" | "avx2" | "avx512" -> path; throws trinity::Error otherwise.
+// "ref" | "avx2" | "avx512" | "neon" -> path; throws trinity::Error otherwise.
 CpuPath ParseCpuPath(const std::string& name);
-// The best path this machine runs (cpuid + OS register-state check).
+// The best path this machine runs (x86: cpuid + OS register-state check; AArch64: the OS's
+// hardware capabilities).
 CpuPath DetectCpuPath();
 bool CpuPathSupported(CpuPath path);
 // DetectCpuPath(), lowered by $TRINITY_CPU when set; computed once per process.
@@ -99,9 +101,11 @@ inline bool AttentionPrefillSupports(int64_t n_head, int64_t n_head_kv, int64_t 
 // The table of one path; throws trinity::Error when the machine cannot run it.
 const CpuKernels& GetCpuKernels(CpuPath path);
 
-// Per-path tables (defined in cpu_ref.cc, cpu_avx2.cc, cpu_avx512.cc).
+// Per-path tables (defined in cpu_dispatch.cc, cpu_avx2.cc, cpu_avx512.cc, cpu_neon.cc; CMake
+// builds the x86 files for x86 targets and cpu_neon.cc for AArch64 only).
 const CpuKernels& RefKernels();
 const CpuKernels& Avx2Kernels();
 const CpuKernels& Avx512Kernels();
+const CpuKernels& NeonKernels();
 
 }  // namespace trinity::kernels

@@ -1,4 +1,5 @@
-// Runtime dispatch: cpuid once, the reference table, and the $TRINITY_CPU override.
+// Runtime dispatch: detection once (cpuid on x86, hardware capabilities on AArch64), the
+// reference table, and the $TRINITY_CPU override.
 #include <cstdlib>
 
 #include "engine/common/error.h"
@@ -7,6 +8,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define TRINITY_X86 1
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
 #endif
 
 namespace trinity::kernels {
@@ -36,6 +40,11 @@ CpuPath Detect() {
              avx512vl = b & (1u << 31), vnni = c & (1u << 11);
   if (ymm_state && zmm_state && avx2 && fma && f16c && avx512f && avx512bw && avx512vl && vnni) return CpuPath::kAvx512;
   if (ymm_state && avx2 && fma && f16c) return CpuPath::kAvx2;
+#elif defined(__aarch64__) && defined(__APPLE__)
+  return CpuPath::kNeon;  // every arm64 Mac (M1 = ARMv8.5-A on) has the dot-product instructions
+#elif defined(__aarch64__) && defined(__linux__)
+  constexpr unsigned long kHwcapAsimdDp = 1ul << 20;  // HWCAP_ASIMDDP (asm/hwcap.h): sdot/udot
+  if (getauxval(AT_HWCAP) & kHwcapAsimdDp) return CpuPath::kNeon;  // e.g. Cortex-A53/A72: no
 #endif
   return CpuPath::kRef;
 }
@@ -70,6 +79,7 @@ const char* CpuPathName(CpuPath path) {
     case CpuPath::kRef: return "ref";
     case CpuPath::kAvx2: return "avx2";
     case CpuPath::kAvx512: return "avx512";
+    case CpuPath::kNeon: return "neon";
   }
   return "?";
 }
@@ -78,7 +88,8 @@ CpuPath ParseCpuPath(const std::string& name) {
   if (name == "ref") return CpuPath::kRef;
   if (name == "avx2") return CpuPath::kAvx2;
   if (name == "avx512") return CpuPath::kAvx512;
-  Fail("unknown CPU path \"{}\": expected ref, avx2 or avx512", name);
+  if (name == "neon") return CpuPath::kNeon;
+  Fail("unknown CPU path \"{}\": expected ref, avx2, avx512 or neon", name);
 }
 
 CpuPath DetectCpuPath() {
@@ -86,14 +97,18 @@ CpuPath DetectCpuPath() {
   return detected;
 }
 
-bool CpuPathSupported(CpuPath path) { return static_cast<int>(path) <= static_cast<int>(DetectCpuPath()); }
+// The x86 paths nest (an AVX-512 machine runs AVX2); the reference runs everywhere.
+bool CpuPathSupported(CpuPath path) {
+  const CpuPath best = DetectCpuPath();
+  return path == CpuPath::kRef || path == best || (path == CpuPath::kAvx2 && best == CpuPath::kAvx512);
+}
 
 CpuPath ActiveCpuPath() {
   static const CpuPath active = [] {
     CpuPath best = DetectCpuPath();
     if (const char* env = std::getenv("TRINITY_CPU"); env != nullptr && *env != '\0') {
       const CpuPath forced = ParseCpuPath(env);
-      if (static_cast<int>(forced) < static_cast<int>(best)) best = forced;
+      if (CpuPathSupported(forced)) best = forced;
     }
     return best;
   }();
@@ -122,9 +137,14 @@ const CpuKernels& RefKernels() {
 const CpuKernels& GetCpuKernels(CpuPath path) {
   if (!CpuPathSupported(path)) Fail("this CPU cannot run the {} kernels (best: {})", CpuPathName(path), CpuPathName(DetectCpuPath()));
   switch (path) {
+#ifdef TRINITY_X86
     case CpuPath::kAvx512: return Avx512Kernels();
     case CpuPath::kAvx2: return Avx2Kernels();
-    case CpuPath::kRef: break;
+#endif
+#ifdef __aarch64__
+    case CpuPath::kNeon: return NeonKernels();
+#endif
+    default: break;
   }
   return RefKernels();
 }

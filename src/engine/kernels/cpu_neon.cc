@@ -1,0 +1,388 @@
+// AArch64 NEON + dot-product (FEAT_DotProd: sdot) kernels: Apple M1 and later, Cortex-A55/A76 and
+// later, Neoverse N1/V1, Graviton 2+. GCC compiles it for armv8.2-a+dotprod with a pragma after the
+// standard headers (as the x86 files do), so no inline function of the standard library is emitted
+// with v8.2 code in it; clang <= 15 declares the sdot intrinsics only when the whole file is built
+// with dotprod, so CMake passes -march=armv8.2-a+dotprod to clang (Apple's default CPU has it).
+// The dispatcher (cpu_dispatch.cc) only calls these after the OS said the machine runs sdot.
+// CMake builds this file only for aarch64/arm64.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "engine/common/fp16.h"
+#include "engine/kernels/cpu.h"
+
+#if defined(__aarch64__)
+#if !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod")
+#endif
+#include <arm_neon.h>
+
+namespace trinity::kernels {
+
+namespace {
+
+// ---- activation quantisation ------------------------------------------------------------------
+// Reference (ref.h): a = 127 / max(max|x|, 1e-5); q = clamp(round_half_even(x * a), -128, 127).
+// Bit-identical: the same single float multiply, fcvtns rounds to nearest with ties to even (as
+// nearbyint in the default mode), sqxtn saturates exactly as the clamp. fmaxnm ignores NaN as
+// std::max(max_abs, NaN) does.
+float Quantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
+  float32x4_t vmax = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vmax = vmaxnmq_f32(vmax, vabsq_f32(vld1q_f32(x + i)));
+  float max_abs = vmaxnmvq_f32(vmax);
+  for (; i < n; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+  const float a = 127.0f / std::max(max_abs, 1e-5f);
+  const float32x4_t va = vdupq_n_f32(a);
+  int32x4_t vsum = vdupq_n_s32(0);
+  for (i = 0; i + 16 <= n; i += 16) {
+    const int32x4_t v0 = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i), va));
+    const int32x4_t v1 = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 4), va));
+    const int32x4_t v2 = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 8), va));
+    const int32x4_t v3 = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 12), va));
+    const int16x8_t w0 = vcombine_s16(vqmovn_s32(v0), vqmovn_s32(v1));
+    const int16x8_t w1 = vcombine_s16(vqmovn_s32(v2), vqmovn_s32(v3));
+    const int8x16_t b = vcombine_s8(vqmovn_s16(w0), vqmovn_s16(w1));
+    vst1q_s8(q + i, b);
+    vsum = vpadalq_s16(vsum, vpaddlq_s8(b));
+  }
+  int32_t s = vaddvq_s32(vsum);
+  for (; i < n; ++i) {
+    const float v = std::nearbyint(x[i] * a);
+    q[i] = static_cast<int8_t>(std::clamp(v, -128.0f, 127.0f));
+    s += q[i];
+  }
+  *q_sum = s;
+  return a;
+}
+
+// ---- ternary GEMV (decode) ----------------------------------------------------------------------
+// Reference: y[r] = (sum_c (code[r,c] - 1) * q[c]) * scale / act_scale, integer sum.
+// One 32-byte I2_S block holds values 0..31 / 32..63 / 64..95 / 96..127 in bits 7-6 / 5-4 / 3-2 /
+// 1-0, so shifts and masks of its two 16-byte halves give eight vectors of u8 codes (0..3, also
+// valid as s8) in activation order; sdot multiplies them with the int8 activations and adds four
+// products into each int32 lane. sum(c*q) - sum(q) is the reference's integer sum exactly
+// (|sum| < 2^31 for any n_in below ~5.5 M). Four rows share the eight activation loads per block.
+struct Codes {
+  int8x16_t c[8];  // c[2k], c[2k+1]: values 32k..32k+15, 32k+16..32k+31 of the block
+};
+
+inline Codes Unpack(const uint8_t* block) {
+  const uint8x16_t three = vdupq_n_u8(3);
+  const uint8x16_t lo = vld1q_u8(block), hi = vld1q_u8(block + 16);
+  Codes k;
+  k.c[0] = vreinterpretq_s8_u8(vshrq_n_u8(lo, 6));
+  k.c[1] = vreinterpretq_s8_u8(vshrq_n_u8(hi, 6));
+  k.c[2] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(lo, 4), three));
+  k.c[3] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(hi, 4), three));
+  k.c[4] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(lo, 2), three));
+  k.c[5] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(hi, 2), three));
+  k.c[6] = vreinterpretq_s8_u8(vandq_u8(lo, three));
+  k.c[7] = vreinterpretq_s8_u8(vandq_u8(hi, three));
+  return k;
+}
+
+// acc += codes . q over one 128-value block (q: 128 int8 in activation order).
+inline int32x4_t DotBlock(int32x4_t acc, const Codes& k, const int8x16_t* q) {
+  // Two chains so consecutive sdots do not wait on each other.
+  int32x4_t a = vdotq_s32(acc, k.c[0], q[0]);
+  int32x4_t b = vdotq_s32(vdupq_n_s32(0), k.c[1], q[1]);
+  a = vdotq_s32(a, k.c[2], q[2]);
+  b = vdotq_s32(b, k.c[3], q[3]);
+  a = vdotq_s32(a, k.c[4], q[4]);
+  b = vdotq_s32(b, k.c[5], q[5]);
+  a = vdotq_s32(a, k.c[6], q[6]);
+  b = vdotq_s32(b, k.c[7], q[7]);
+  return vaddq_s32(a, b);
+}
+
+inline void LoadQ(const int8_t* q, int8x16_t* out) {
+  for (int i = 0; i < 8; ++i) out[i] = vld1q_s8(q + 16 * i);
+}
+
+template <int R>
+inline void GemvRows(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int64_t blocks, int32_t* out) {
+  int32x4_t acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = vdupq_n_s32(0);
+  for (int64_t j = 0; j < blocks; ++j) {
+    int8x16_t qv[8];
+    LoadQ(q + 128 * j, qv);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[r] = DotBlock(acc[r], Unpack(w0 + r * row_bytes + 32 * j), qv);
+  }
+  for (int r = 0; r < R; ++r) out[r] = vaddvq_s32(acc[r]);
+}
+
+void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
+                 int64_t row_end) {
+  if (w.group_scales != nullptr) {  // per-128 scales (TQ2_0 blocks): float64 order of the reference
+    TernaryMatVec(w, q, act_scale, y, row_begin, row_end);
+    return;
+  }
+  const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
+  int32_t dot[4];
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    GemvRows<4>(w.codes + r * row_bytes, row_bytes, q, blocks, dot);
+    for (int i = 0; i < 4; ++i) y[r + i] = static_cast<float>(dot[i] - q_sum) * w.scale / act_scale;
+  }
+  for (; r < row_end; ++r) {
+    GemvRows<1>(w.codes + r * row_bytes, row_bytes, q, blocks, dot);
+    y[r] = static_cast<float>(dot[0] - q_sum) * w.scale / act_scale;
+  }
+}
+
+// ---- ternary GEMM (prefill) ---------------------------------------------------------------------
+// One row's block unpacked once into eight code vectors, reused by T = 4 tokens.
+template <int T>
+inline void GemmRow(const uint8_t* row, const int8_t* q, int64_t q_stride, int64_t blocks, int32_t* out) {
+  int32x4_t acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = vdupq_n_s32(0);
+  for (int64_t j = 0; j < blocks; ++j) {
+    const Codes k = Unpack(row + 32 * j);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      int8x16_t qv[8];
+      LoadQ(q + t * q_stride + 128 * j, qv);
+      acc[t] = DotBlock(acc[t], k, qv);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = vaddvq_s32(acc[t]);
+}
+
+void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
+                 const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
+                 int64_t row_end) {
+  if (n_tok == 1) {
+    TernaryGemv(w, q, q_sums[0], act_scales[0], y, row_begin, row_end);
+    return;
+  }
+  if (w.group_scales != nullptr) {
+    for (int64_t t = 0; t < n_tok; ++t)
+      TernaryMatVec(w, q + t * q_stride, act_scales[t], y + t * y_stride, row_begin, row_end);
+    return;
+  }
+  const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
+  constexpr int64_t kTokenBlock = 32;  // 32 tokens' activations (32 * n_in bytes) stay in L1/L2
+  int32_t dot[4];
+  for (int64_t tb = 0; tb < n_tok; tb += kTokenBlock) {
+    const int64_t te = std::min(n_tok, tb + kTokenBlock);
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const uint8_t* row = w.codes + r * row_bytes;
+      for (int64_t t = tb; t < te; t += 4) {
+        const int tc = static_cast<int>(std::min<int64_t>(4, te - t));
+        const int8_t* qt = q + t * q_stride;
+        switch (tc) {
+          case 4: GemmRow<4>(row, qt, q_stride, blocks, dot); break;
+          case 3: GemmRow<3>(row, qt, q_stride, blocks, dot); break;
+          case 2: GemmRow<2>(row, qt, q_stride, blocks, dot); break;
+          default: GemmRow<1>(row, qt, q_stride, blocks, dot); break;
+        }
+        for (int k = 0; k < tc; ++k)
+          y[(t + k) * y_stride + r] = static_cast<float>(dot[k] - q_sums[t + k]) * w.scale / act_scales[t + k];
+      }
+    }
+  }
+}
+
+// ---- 8-bit GEMV (the optional 8-bit LM head) ------------------------------------------------------
+// Reference: y[r] = (sum_c (b[r,c] - 128) * q[c]) * scales[r] / act_scale, integer sum.
+// b ^ 0x80 read as int8 is b - 128 exactly, so sdot takes the bytes as they are stored.
+template <int R>
+inline void Q8Rows(const uint8_t* w0, uint64_t row_bytes, const int8_t* q, int64_t n, int32_t* out) {
+  const uint8x16_t bias = vdupq_n_u8(0x80);
+  int32x4_t acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = vdupq_n_s32(0);
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const int8x16_t qv = vld1q_s8(q + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+      acc[r] = vdotq_s32(acc[r], vreinterpretq_s8_u8(veorq_u8(vld1q_u8(w0 + r * row_bytes + c), bias)), qv);
+  }
+  for (int r = 0; r < R; ++r) {
+    int32_t s = vaddvq_s32(acc[r]);
+    const uint8_t* row = w0 + r * row_bytes;
+    for (int64_t k = c; k < n; ++k) s += (static_cast<int32_t>(row[k]) - 128) * q[k];
+    out[r] = s;
+  }
+}
+
+void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
+  int32_t dot[4];
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    Q8Rows<4>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
+    for (int i = 0; i < 4; ++i) y[r + i] = static_cast<float>(dot[i]) * w.scales[r + i] / act_scale;
+  }
+  for (; r < row_end; ++r) {
+    Q8Rows<1>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
+    y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
+  }
+}
+
+// ---- dense GEMV (LM head) -------------------------------------------------------------------------
+// Reference: y[r] = sum_c W[r,c] x[c]; F16 widened with fcvtl (exact), f32 fma, four rows share
+// the x loads. Rows need not be aligned: byte loads reinterpreted.
+template <bool kF16>
+inline float32x4x2_t Load8(const uint8_t* row, int64_t c) {
+  if constexpr (kF16) {
+    const float16x8_t h = vreinterpretq_f16_u8(vld1q_u8(row + 2 * c));
+    return {vcvt_f32_f16(vget_low_f16(h)), vcvt_high_f32_f16(h)};
+  } else {
+    return {vreinterpretq_f32_u8(vld1q_u8(row + 4 * c)), vreinterpretq_f32_u8(vld1q_u8(row + 4 * c + 16))};
+  }
+}
+
+template <int R, bool kF16>
+inline void DenseRows(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t n, float* out) {
+  float32x4_t acc0[R], acc1[R];
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = vdupq_n_f32(0.0f);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const float32x4_t x0 = vld1q_f32(x + c), x1 = vld1q_f32(x + c + 4);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const float32x4x2_t v = Load8<kF16>(w0 + r * row_bytes, c);
+      acc0[r] = vfmaq_f32(acc0[r], v.val[0], x0);
+      acc1[r] = vfmaq_f32(acc1[r], v.val[1], x1);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = vaddvq_f32(vaddq_f32(acc0[r], acc1[r]));
+    const uint8_t* row = w0 + r * row_bytes;
+    for (int64_t k = c; k < n; ++k) {
+      float v;
+      if constexpr (kF16) {
+        uint16_t h;
+        std::memcpy(&h, row + 2 * k, 2);
+        v = Fp16ToFp32(h);
+      } else {
+        std::memcpy(&v, row + 4 * k, 4);
+      }
+      s = std::fma(v, x[k], s);  // explicit: the F16 and F32 instances must round alike (DenseGemm)
+    }
+    out[r] = s;
+  }
+}
+
+template <bool kF16>
+void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) DenseRows<4, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y + r);
+  for (; r < row_end; ++r) DenseRows<1, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y + r);
+}
+
+void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  if (w.type == TensorType::kF16) return DenseRowsAll<true>(w, x, y, row_begin, row_end);
+  if (w.type == TensorType::kF32) return DenseRowsAll<false>(w, x, y, row_begin, row_end);
+  DenseMatVec(w, x, y, row_begin, row_end);
+}
+
+// Blocks of kStageRows F16 rows converted to f32 once (exactly), then every vector's dot products
+// on the f32 copy with the F32 kernel, whose summation order is the F16 kernel's: bit-identical to
+// n_x DenseGemv calls.
+void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys, int64_t row_begin,
+               int64_t row_end) {
+  if (w.type != TensorType::kF16 || n_x == 1) {
+    for (int64_t i = 0; i < n_x; ++i) DenseGemv(w, x + i * x_stride, ys[i], row_begin, row_end);
+    return;
+  }
+  constexpr int64_t kStageRows = 32;  // 32 x n_in f32: 320 KB at n_in 2560, in L2
+  thread_local std::vector<float> stage;
+  stage.resize(static_cast<size_t>(kStageRows * w.n_in));
+  for (int64_t b = row_begin; b < row_end; b += kStageRows) {
+    const int64_t e = std::min(row_end, b + kStageRows);
+    for (int64_t r = b; r < e; ++r) {
+      const uint8_t* src = w.data + r * w.row_bytes;
+      float* dst = stage.data() + (r - b) * w.n_in;
+      int64_t c = 0;
+      for (; c + 8 <= w.n_in; c += 8) {
+        const float32x4x2_t v = Load8<true>(src, c);
+        vst1q_f32(dst + c, v.val[0]);
+        vst1q_f32(dst + c + 4, v.val[1]);
+      }
+      for (; c < w.n_in; ++c) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * c, 2);
+        dst[c] = Fp16ToFp32(h);
+      }
+    }
+    const DenseView block{TensorType::kF32, reinterpret_cast<const uint8_t*>(stage.data()), w.n_in, e - b,
+                          static_cast<uint64_t>(w.n_in) * sizeof(float)};
+    for (int64_t i = 0; i < n_x; ++i) DenseRowsAll<false>(block, x + i * x_stride, ys[i] + b, 0, e - b);
+  }
+}
+
+// ---- attention --------------------------------------------------------------------------------------
+// Reference (ref.h); vectorised dot products and p*v accumulation, std::exp as the reference.
+inline float Dot(const float* a, const float* b, int64_t n) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  int64_t d = 0;
+  for (; d + 4 <= n; d += 4) acc = vfmaq_f32(acc, vld1q_f32(a + d), vld1q_f32(b + d));
+  float s = vaddvq_f32(acc);
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+void AttentionHeads(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
+                    int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
+                    int64_t head_end) {
+  const int64_t group = n_head / n_head_kv;
+  const int64_t kv_stride = n_head_kv * head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  for (int64_t h = head_begin; h < head_end; ++h) {
+    const float* qh = q + h * head_dim;
+    const int64_t kvh = h / group;
+    float max_score = -INFINITY;
+    for (int64_t t = 0; t < n_kv; ++t) {
+      scratch[t] = Dot(qh, k_cache + t * kv_stride + kvh * head_dim, head_dim) * scale;
+      max_score = std::max(max_score, scratch[t]);
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < n_kv; ++t) {
+      scratch[t] = std::exp(scratch[t] - max_score);
+      sum += scratch[t];
+    }
+    float* oh = out + h * head_dim;
+    std::fill(oh, oh + head_dim, 0.0f);
+    for (int64_t t = 0; t < n_kv; ++t) {
+      const float p = scratch[t] / sum;
+      const float32x4_t vp = vdupq_n_f32(p);
+      const float* v = v_cache + t * kv_stride + kvh * head_dim;
+      int64_t d = 0;
+      for (; d + 4 <= head_dim; d += 4) vst1q_f32(oh + d, vfmaq_f32(vld1q_f32(oh + d), vp, vld1q_f32(v + d)));
+      for (; d < head_dim; ++d) oh[d] += p * v[d];
+    }
+  }
+}
+
+}  // namespace
+
+const CpuKernels& NeonKernels() {
+  static const CpuKernels table = [] {
+    CpuKernels k;
+    k.path = CpuPath::kNeon;
+    k.quantize = Quantize;
+    k.ternary_gemv = TernaryGemv;
+    k.ternary_gemm = TernaryGemm;
+    k.dense_gemv = DenseGemv;
+    k.dense_gemm = DenseGemm;
+    k.q8_gemv = Q8Gemv;
+    k.attention = AttentionHeads;  // norm_quantize, attention_prefill: none yet (callers fall back)
+    return k;
+  }();
+  return table;
+}
+
+}  // namespace trinity::kernels
+
+#if !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#endif  // __aarch64__
