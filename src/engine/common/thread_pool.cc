@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace trinity {
 
@@ -15,6 +16,21 @@ void ChunkRange(int64_t n, int64_t grain, int parts, int index, int64_t* begin, 
   const int64_t e = units * (index + 1) / parts;
   *begin = std::min(n, b * grain);
   *end = std::min(n, e * grain);
+}
+
+// Polls `done` for up to `micros`; true as soon as it holds.
+template <typename Done>
+bool SpinFor(int64_t micros, Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
 }
 
 }  // namespace
@@ -58,6 +74,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   int64_t begin, end;
   ChunkRange(n, grain, parts, 0, &begin, &end);
   if (begin < end) fn(begin, end);
+  SpinFor(kSpinMicros, [this] { return pending_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [this] { return pending_ == 0; });
   job_ = nullptr;
@@ -68,6 +85,7 @@ void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     const std::function<void(int64_t, int64_t)>* job;
     int64_t n, grain;
+    SpinFor(kSpinMicros, [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> lock(mutex_);
       work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });

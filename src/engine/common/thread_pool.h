@@ -1,9 +1,13 @@
 // A fixed pool of worker threads for data-parallel loops.
 //
 // Workers sleep on a condition variable between jobs: an idle engine (a server waiting for
-// requests) uses no CPU. The calling thread takes part in every job.
+// requests) uses no CPU. Before sleeping, a worker (and a caller waiting for the workers) polls
+// for kSpinMicros: a forward pass is a chain of short jobs (several per layer), and waking a
+// sleeping thread costs tens of microseconds here, more than a small model's whole job. The
+// calling thread takes part in every job.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -33,6 +37,8 @@ class ThreadPool {
  private:
   void WorkerLoop(int index);
 
+  static constexpr int64_t kSpinMicros = 50;
+
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable work_cv_;
@@ -40,9 +46,10 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  // Written under mutex_; atomic so that the spinning phases can read them without it.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace trinity
