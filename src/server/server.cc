@@ -102,7 +102,8 @@ int ConnectionSocket(const httplib::Request& req) {
 }
 
 // True when the peer of `fd` has closed or reset the connection. Bytes waiting to be read (a
-// pipelined next request) do not count.
+// pipelined next request) do not count. A client that half-closes its side after sending (rare
+// for HTTP clients) counts as gone too: the two cannot be told apart without writing.
 bool PeerClosed(int fd) {
   pollfd p{fd, POLLIN | POLLRDHUP, 0};
   if (poll(&p, 1, 0) <= 0) return false;
@@ -117,10 +118,15 @@ bool PeerClosed(int fd) {
 bool AwaitJob(const httplib::Request& req, std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
               const bool& finished, Job& job) {
   constexpr auto kPollInterval = std::chrono::milliseconds(50);
-  const int fd = ConnectionSocket(req);
+  std::optional<int> fd;  // looked up once the job outlasts one interval (short jobs never pay)
   bool client_gone = false;
   while (!cv.wait_for(lock, kPollInterval, [&] { return finished; })) {
-    if (fd >= 0 && !client_gone && PeerClosed(fd)) {
+    if (client_gone) continue;
+    lock.unlock();  // the job takes this lock for every token
+    if (!fd) fd = ConnectionSocket(req);
+    const bool closed = *fd >= 0 && PeerClosed(*fd);
+    lock.lock();
+    if (closed) {
       client_gone = true;
       job.cancelled = true;
     }
