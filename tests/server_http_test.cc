@@ -661,7 +661,9 @@ TEST_F(ServerLifecycleTest, ContinuousBatchingGivesTheLoneAnswers) {
   ServerOptions o = SmallOptions();
   o.n_parallel = 4;
   o.n_threads = 2;
+  o.batching = trinity::server::Batching::kOn;  // whatever the test model's size
   Running batched(o);
+  ASSERT_TRUE(batched.server->batching());
   std::vector<std::string> got(prompts.size());
   std::vector<int> status(prompts.size(), 0);
   std::vector<std::thread> clients;

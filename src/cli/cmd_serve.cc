@@ -26,6 +26,8 @@ void RegisterServe(CLI::App& app) {
   auto prompt_mode = std::make_shared<std::string>("auto");
   auto device = std::make_shared<std::string>("auto");
   auto lm_head = std::make_shared<std::string>("file");
+  auto batching = std::make_shared<std::string>("auto");
+  auto no_batching = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (chat, completions, tasks, metrics)");
   cmd->add_option("-m,--model", *model_flag, "GGUF model file (default: $TRINITY_MODEL or the built-in model)");
   cmd->add_option("--alias", o->model_id, "model id clients use (default: the file name without .gguf)");
@@ -35,9 +37,13 @@ void RegisterServe(CLI::App& app) {
       ->check(CLI::Range(1, 256));
   cmd->add_option("-c,--ctx", o->n_ctx, "context size per slot (0 = the model's, at most 4096)");
   cmd->add_option("-t,--threads", o->n_threads,
-                  "forward-pass threads (0 = all cores; with --no-cont-batching, divided among the slots)");
-  cmd->add_flag("!--no-cont-batching", o->batching,
-                "each slot computes alone instead of sharing batched decode steps (for comparison)");
+                  "forward-pass threads (0 = all cores; without batching, divided among the slots)");
+  cmd->add_option("--cont-batching", *batching,
+                  "auto (on when a token reads >= 32 MiB of weights), on or off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+  cmd->add_flag("--no-cont-batching", *no_batching,
+                "same as --cont-batching off: each slot computes alone");
   cmd->add_option("--queue", o->max_queue, "requests that may wait for a slot; more get 429")->capture_default_str();
   cmd->add_option("--max-body", o->max_body_bytes, "largest request body in bytes; larger get 413")
       ->capture_default_str();
@@ -52,8 +58,11 @@ void RegisterServe(CLI::App& app) {
   cmd->add_option("--lm-head", *lm_head,
                   "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)")
       ->capture_default_str();
-  cmd->callback([o, model_flag, prompt_mode, device, lm_head] {
+  cmd->callback([o, model_flag, prompt_mode, device, lm_head, batching, no_batching] {
     o->device = ParseDevice(*device);
+    o->batching = *no_batching || *batching == "off" ? server::Batching::kOff
+                  : *batching == "on"                ? server::Batching::kOn
+                                                     : server::Batching::kAuto;
     o->lm_head = ParseLmHeadFormat(*lm_head);
     o->model_path = ResolveModelPath(*model_flag);
     o->prompt_mode = node::ParsePromptMode(*prompt_mode);
@@ -63,7 +72,7 @@ void RegisterServe(CLI::App& app) {
     const int port = srv.Start();
     std::fprintf(stderr, "trinity serve: %s on http://%s:%d (%d slot%s%s)\n", srv.model_id().c_str(),
                  o->host.c_str(), port, o->n_parallel, o->n_parallel == 1 ? "" : "s",
-                 o->n_parallel > 1 && o->batching ? ", continuous batching" : "");
+                 srv.batching() ? ", continuous batching" : "");
     while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::fprintf(stderr, "trinity serve: signal %d, draining\n", g_signal.load());
     srv.Drain();

@@ -711,7 +711,8 @@ int Server::Start() {
     SchedulerOptions so;
     so.n_parallel = std::max(1, o.n_parallel);
     so.max_queue = o.max_queue;
-    so.batching = o.batching;
+    so.batching = o.batching == Batching::kOn ||
+                  (o.batching == Batching::kAuto && s.model->WeightBytesPerToken() >= kAutoBatchingMinBytes);
     // One batched forward pass uses every core; separate slots share them out.
     int threads = o.n_threads;
     if (threads <= 0) {
@@ -758,5 +759,6 @@ void Server::Stop() {
 
 int Server::port() const { return impl_->port; }
 const std::string& Server::model_id() const { return impl_->model_id; }
+bool Server::batching() const { return impl_->scheduler && impl_->scheduler->batching(); }
 
 }  // namespace trinity::server

@@ -17,6 +17,13 @@
 
 namespace trinity::server {
 
+// Continuous batching of the slots. kAuto batches when a token reads at least
+// kAutoBatchingMinBytes of weights: batched steps share that read among the sequences, while for a
+// model that fits in cache the hand-offs between threads cost more than they save (the 5 MB
+// built-in model serves 1.7-3x more tokens/s unbatched).
+enum class Batching { kAuto, kOn, kOff };
+inline constexpr uint64_t kAutoBatchingMinBytes = uint64_t{32} << 20;
+
 struct ServerOptions {
   std::string model_path;
   std::string model_id;              // the id /v1/models lists; "" -> the file name without .gguf
@@ -25,7 +32,7 @@ struct ServerOptions {
   int n_parallel = 1;                // slots
   int64_t n_ctx = 0;                 // per slot; 0: the model's, at most 4096
   int n_threads = 0;                 // forward-pass threads; 0: all cores (divided among the slots without batching)
-  bool batching = true;              // continuous batching of the slots (when n_parallel > 1)
+  Batching batching = Batching::kAuto;  // continuous batching of the slots (when n_parallel > 1)
   Device device = Device::kCpu;      // each slot's forward pass (the CLI passes --device, default auto)
   LmHeadFormat lm_head = LmHeadFormat::kFile;  // kQ8: the 8-bit LM head copy (CPU; changes logits slightly)
   size_t max_queue = 16;             // waiting requests beyond the slots; more get 429
@@ -54,6 +61,7 @@ class Server {
   void Stop();
   int port() const;
   const std::string& model_id() const;
+  bool batching() const;  // whether the slots share batched steps (after Start)
 
  private:
   struct Impl;
