@@ -489,11 +489,15 @@ struct Server::Impl {
     auto out = std::make_shared<TaskOutcome>();
     auto job = std::make_shared<Job>();
     job->deadline = arrival + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.timeout_s));
-    job->run = [out, request](node::Node& node, Job& job) {
+    const double step_delay_ms = options.step_delay_ms;
+    job->run = [out, request, step_delay_ms](node::Node& node, Job& job) {
       std::optional<ApiError> error;
       node::TaskResult result;
       try {
-        result = node.Process(request, [&job] { return job.Stopped(); });
+        result = node.Process(request, [&job, step_delay_ms] {
+          if (step_delay_ms > 0.0) std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(step_delay_ms));
+          return job.Stopped();
+        });
       } catch (const trinity::Error& e) {
         error = MakeError(400, e.what(), "invalid_request_error");
       } catch (const std::exception& e) {
