@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds Trinity and runs the whole test suite, then the unit tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer. Works on a fresh Debian 12 machine.
+# Builds Trinity and runs the whole test suite, then the AArch64 cross build's tests under
+# qemu-user (TRINITY_SKIP_ARM=1 skips them), then the unit tests again under AddressSanitizer +
+# UndefinedBehaviorSanitizer. Works on a fresh Debian 12 machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
