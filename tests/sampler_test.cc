@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iterator>
@@ -155,6 +156,52 @@ TEST(SamplerTest, TopKKeepsTheKMostLikely) {
   EXPECT_EQ(Support(p, {1.0f, 3.0f, 2.0f, 2.9f}), (std::set<int32_t>{1, 3}));
   p.top_k = 10;  // more than the vocabulary: off
   EXPECT_EQ(Support(p, {0.0f, 0.0f, 0.0f}), (std::set<int32_t>{0, 1, 2}));
+}
+
+// Top-k selects the k best in one pass with a heap; the draw must be the one a partial_sort of all
+// candidates (higher logit first, lower id on ties) followed by the specified draw gives. Rows
+// with many ties and some impossible tokens; the draw depends on the survivors' order, so this
+// checks the order too.
+TEST(SamplerTest, TopKMatchesPartialSortReference) {
+  std::mt19937_64 rows(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<float> logits(3000);
+    for (float& l : logits) l = static_cast<float>(rows() % 8);  // ties everywhere
+    for (int i = 0; i < 50; ++i) logits[rows() % logits.size()] = i % 2 ? -kInf : kNaN;
+    for (int top_k : {1, 3, 40, 1000}) {
+      SamplingParams p = Plain(100 + trial);
+      p.top_k = top_k;
+      Sampler sampler(p);
+      std::mt19937_64 rng(100 + trial);
+      std::vector<std::pair<float, int32_t>> ref;
+      for (size_t i = 0; i < logits.size(); ++i) {
+        if (!std::isnan(logits[i]) && logits[i] != -kInf) ref.emplace_back(logits[i], static_cast<int32_t>(i));
+      }
+      std::partial_sort(ref.begin(), ref.begin() + top_k, ref.end(), [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
+      ref.resize(static_cast<size_t>(top_k));
+      double sum = 0.0;
+      std::vector<float> probs;
+      for (const auto& [l, id] : ref) {
+        probs.push_back(std::exp((l - ref.front().first) / 1.0f));
+        sum += probs.back();
+      }
+      for (int draw = 0; draw < 50; ++draw) {
+        const double target = static_cast<double>(rng() >> 11) * 0x1.0p-53 * sum;
+        double cumulative = 0.0;
+        int32_t expected = ref.back().second;
+        for (size_t i = 0; i < ref.size(); ++i) {
+          cumulative += probs[i];
+          if (cumulative > target) {
+            expected = ref[i].second;
+            break;
+          }
+        }
+        ASSERT_EQ(sampler.Sample(logits, {}), expected) << "trial " << trial << " top_k " << top_k << " draw " << draw;
+      }
+    }
+  }
 }
 
 TEST(SamplerTest, TopPKeepsSmallestPrefixReachingP) {

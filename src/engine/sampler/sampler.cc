@@ -121,35 +121,50 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
 
   // NaN (from the model, or -inf + bias) counts as -inf; +inf becomes the largest finite value
   // so that the softmax below never computes inf - inf.
-  bool any_finite_or_max = false;
+  size_t n_possible = 0;
   for (float& l : logits_) {
     if (std::isnan(l)) {
       l = kNegInf;
     } else if (l == std::numeric_limits<float>::infinity()) {
       l = std::numeric_limits<float>::max();
     }
-    any_finite_or_max |= l != kNegInf;
+    n_possible += l != kNegInf;
   }
   // Everything banned or broken: fall back to the model's own choice.
-  if (!any_finite_or_max) return Argmax(logits);
+  if (n_possible == 0) return Argmax(logits);
 
   // 3. Greedy.
   if (params_.temperature <= 0.0f) return Argmax(logits_);
 
-  // Candidates: every token that is still possible, in id order.
+  // 4. Top-k, and the candidates: every token that is still possible, or with top-k only the k
+  // best, sorted (what top-p needs; exp keeps the order). The k best come from one pass with a
+  // heap of k whose front is the worst kept: a token enters only when its logit beats that one
+  // (strictly: tokens come in id order, so on a tie the kept one has the lower id and wins, as
+  // Before says). Same survivors in the same order as a partial_sort of all candidates, at about
+  // one compare per token instead of the whole vocabulary copied and partially sorted (a fifth
+  // of a small model's time per token was sampling, measured with perf).
   candidates_.clear();
-  for (size_t i = 0; i < n_vocab; ++i) {
-    if (logits_[i] != kNegInf) candidates_.emplace_back(logits_[i], static_cast<int32_t>(i));
-  }
-
-  // 4. Top-k: O(n log k), and leaves the k survivors sorted (what top-p needs; exp keeps the
-  // order).
   bool sorted = false;
   const auto top_k = static_cast<size_t>(std::max(params_.top_k, 0));
-  if (top_k > 0 && top_k < candidates_.size()) {
-    std::partial_sort(candidates_.begin(), candidates_.begin() + top_k, candidates_.end(), Before);
-    candidates_.resize(top_k);
+  if (top_k > 0 && top_k < n_possible) {
+    for (size_t i = 0; i < n_vocab; ++i) {
+      const float l = logits_[i];
+      if (l == kNegInf) continue;
+      if (candidates_.size() < top_k) {
+        candidates_.emplace_back(l, static_cast<int32_t>(i));
+        std::push_heap(candidates_.begin(), candidates_.end(), Before);
+      } else if (l > candidates_.front().first) {
+        std::pop_heap(candidates_.begin(), candidates_.end(), Before);
+        candidates_.back() = {l, static_cast<int32_t>(i)};
+        std::push_heap(candidates_.begin(), candidates_.end(), Before);
+      }
+    }
+    std::sort_heap(candidates_.begin(), candidates_.end(), Before);
     sorted = true;
+  } else {
+    for (size_t i = 0; i < n_vocab; ++i) {
+      if (logits_[i] != kNegInf) candidates_.emplace_back(logits_[i], static_cast<int32_t>(i));
+    }
   }
 
   // 5-6. Temperature and softmax, unnormalised: p_i = exp((l_i - l_max) / T), so p_max = 1.
