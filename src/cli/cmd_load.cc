@@ -51,6 +51,7 @@ void RunLevels(const LoadFlags& flags, const LoadRunArgs& args, const loadgen::E
   }
   options.max_tokens = args.max_tokens > 0 ? args.max_tokens : 64;
   options.n_requests = flags.requests;
+  options.stream = !flags.no_stream;
   const std::string model = loadgen::ServedModel(endpoint);
   std::vector<loadgen::LoadSummary> levels;
   for (int c : ParseList(flags.concurrency.empty() ? "1,4,8,16" : flags.concurrency)) {
@@ -72,15 +73,22 @@ void RunLevels(const LoadFlags& flags, const LoadRunArgs& args, const loadgen::E
                         {"model", model},
                         {"route", flags.route},
                         {"max_tokens", options.max_tokens},
+                        {"stream", options.stream},
                         {"levels", nlohmann::json::array()}};
     for (const auto& l : levels) j["levels"].push_back(loadgen::ToJson(l));
     std::printf("%s\n", Dump(j).c_str());
   } else {
     std::printf("%s\n\n%s", title.c_str(), loadgen::LoadTable(levels).c_str());
-    std::printf(
-        "\nmeasured at the client over streamed requests (ignore_eos, so every answer has the same length): "
-        "TTFT = request sent -> first text chunk; TPOT = (end-to-end - TTFT) / (output tokens - 1); output tokens "
-        "from the server's usage chunk\n");
+    if (options.stream) {
+      std::printf(
+          "\nmeasured at the client over streamed requests (ignore_eos, so every answer has the same length): "
+          "TTFT = request sent -> first text chunk; TPOT = (end-to-end - TTFT) / (output tokens - 1); output tokens "
+          "from the server's usage chunk\n");
+    } else {
+      std::printf(
+          "\nmeasured at the client over non-streamed requests (ignore_eos): end-to-end latency only (no TTFT or "
+          "TPOT without chunks); output tokens from the answers' usage\n");
+    }
     for (const auto& l : levels) {
       for (const std::string& e : l.errors) std::printf("concurrency %d failure: %s\n", l.concurrency, e.c_str());
     }
@@ -139,6 +147,7 @@ void AddLoadFlags(CLI::App& cmd, LoadFlags& f) {
                                            "--soak: in all (default 3000)");
   cmd.add_option("--api-key", f.api_key, "--load: the server's API key");
   cmd.add_option("--route", f.route, "--load: chat or completions")->capture_default_str();
+  cmd.add_flag("--no-stream", f.no_stream, "--load: non-streamed requests (one JSON answer each; end-to-end latency only)");
   cmd.add_flag("--soak", f.soak, "--load: soak run (mixed requests, random disconnects, memory watched)");
   cmd.add_option("--cancel-fraction", f.cancel_fraction, "--soak: fraction of streams the client cuts")
       ->capture_default_str();

@@ -50,6 +50,7 @@ struct LoadFlags {
   std::string url, concurrency, api_key, route = "chat";
   int requests = 0;                 // per level (load) or in all (soak); 0: the mode's default
   bool soak = false;
+  bool no_stream = false;           // load: non-streamed requests
   double cancel_fraction = 0.2;
   int server_pid = 0;
   double max_rss_growth_mib = 16.0;

@@ -277,6 +277,7 @@ LoadSummary RunLoad(const Endpoint& endpoint, const LoadOptions& options) {
     spec.route = options.route;
     spec.text = prompts[static_cast<size_t>(i) % prompts.size()];
     spec.max_tokens = options.max_tokens;
+    spec.stream = options.stream;
     return spec;
   };
   if (options.warmup) {  // one request per client, so connections and slots are warm
@@ -362,7 +363,9 @@ std::string LoadTable(const std::vector<LoadSummary>& levels) {
       "| concurrency | requests | failed | req/s | output tok/s | TTFT p50 / p90 / p99 (ms) | TPOT p50 / p90 / p99 (ms) "
       "| E2E p50 / p90 / p99 (ms) |\n"
       "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  auto three = [](const Distribution& d) { return fmt::format("{:.1f} / {:.1f} / {:.1f}", d.p50, d.p90, d.p99); };
+  auto three = [](const Distribution& d) {
+    return d.n == 0 ? std::string("-") : fmt::format("{:.1f} / {:.1f} / {:.1f}", d.p50, d.p90, d.p99);
+  };
   for (const LoadSummary& s : levels) {
     out += fmt::format("| {} | {} | {} | {:.2f} | {:.1f} | {} | {} | {} |\n", s.concurrency, s.requests, s.failed,
                        s.requests_per_s, s.output_tok_per_s, three(s.ttft_ms), three(s.tpot_ms), three(s.e2e_ms));

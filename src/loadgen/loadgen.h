@@ -89,6 +89,7 @@ struct LoadOptions {
   int n_requests = 0;                  // total over all clients; 0 -> max(32, 4 * concurrency)
   int32_t max_tokens = 64;
   Route route = Route::kChat;
+  bool stream = true;                  // false: plain JSON answers (no TTFT, TPOT or ITL; the client parses one body per request)
   std::vector<std::string> prompts;    // cycled; empty -> a built-in set
   bool warmup = true;                  // one unrecorded request per client first
 };
@@ -106,7 +107,7 @@ struct LoadSummary {
   Distribution ttft_ms, tpot_ms, itl_ms, e2e_ms;
 };
 
-// Runs `n_requests` streamed requests from `concurrency` closed-loop clients.
+// Runs `n_requests` requests (streamed unless options.stream is false) from `concurrency` closed-loop clients.
 LoadSummary RunLoad(const Endpoint& endpoint, const LoadOptions& options);
 nlohmann::json ToJson(const LoadSummary& summary);
 // The results table (markdown): one row per concurrency level.
