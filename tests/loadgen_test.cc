@@ -171,6 +171,25 @@ TEST_F(LoadgenServerTest, LoadLevel) {
   EXPECT_TRUE(j["ttft_ms"].contains("p99"));
 }
 
+// Non-streamed requests (bench --load --no-stream): tokens from each answer's usage, end-to-end
+// latency only, no first-token times.
+TEST_F(LoadgenServerTest, LoadLevelNotStreamed) {
+  LoadOptions o;
+  o.concurrency = 2;
+  o.n_requests = 5;
+  o.max_tokens = 3;
+  o.stream = false;
+  o.route = Route::kCompletion;
+  const LoadSummary s = RunLoad(Target(), o);
+  EXPECT_EQ(s.failed, 0) << (s.errors.empty() ? "" : s.errors[0]);
+  EXPECT_EQ(s.requests, 5);
+  EXPECT_EQ(s.output_tokens, 15);
+  EXPECT_EQ(s.ttft_ms.n, 0);
+  EXPECT_EQ(s.tpot_ms.n, 0);
+  EXPECT_EQ(s.e2e_ms.n, 5);
+  EXPECT_NE(LoadTable({s}).find("| - |"), std::string::npos);
+}
+
 // A small soak: mixed kinds, a third of the streams cut; nothing may fail, nothing may be left
 // running, and the server (this process) stays up.
 TEST_F(LoadgenServerTest, SmallSoak) {
