@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <random>
@@ -156,21 +158,33 @@ double VnniPeakGmacs() {
   return gmacs;
 }
 
-// args: path, n_in, n_out, n_tok
+// The first element of buf (with >= 128 bytes to spare) on a cache line, as the engine's activation
+// buffers (page-aligned); with $TRINITY_BENCH_MISALIGN set, 16 bytes past one, as a std::vector's
+// data tends to be (every 64-byte load then spans two lines: 8-token GEMM 0.52 -> 0.67 ms).
+template <typename T>
+T* CacheLineStart(std::vector<T>& buf) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(buf.data());
+  const uintptr_t skip = (64 - at % 64) % 64 + (std::getenv("TRINITY_BENCH_MISALIGN") != nullptr ? 16 : 0);
+  return reinterpret_cast<T*>(at + skip);
+}
+
+// args: path, n_in, n_out, n_tok, cold (1: weights from DRAM, copies cycled through 64 MiB; 0:
+// one copy, cache-resident when small: the compute ceiling)
 void BM_TernaryGemm(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
   if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
   const CpuKernels& k = GetCpuKernels(path);
   const int64_t n_in = state.range(1), n_out = state.range(2), n_tok = state.range(3);
-  const TernarySet set = MakeSet(n_in, n_out, size_t{64} << 20);
-  std::vector<int8_t> q(n_in * n_tok);
+  const TernarySet set = MakeSet(n_in, n_out, state.range(4) != 0 ? size_t{64} << 20 : 0);
+  std::vector<int8_t> q_buf(n_in * n_tok + 128);
+  int8_t* q = CacheLineStart(q_buf);
   std::mt19937 rng(2);
-  for (auto& v : q) v = static_cast<int8_t>(rng());
+  for (int64_t j = 0; j < n_in * n_tok; ++j) q[j] = static_cast<int8_t>(rng());
   std::vector<int32_t> sums(n_tok, 0);
   std::vector<float> scales(n_tok, 1.0f), y(n_out * n_tok);
   int64_t i = 0;
   for (auto _ : state) {
-    k.ternary_gemm(set.View(i), q.data(), n_in, sums.data(), scales.data(), n_tok, y.data(), n_out, 0, n_out);
+    k.ternary_gemm(set.View(i), q, n_in, sums.data(), scales.data(), n_tok, y.data(), n_out, 0, n_out);
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % set.copies;
   }
@@ -212,12 +226,13 @@ void BM_DenseGemmF16(benchmark::State& state) {
   const int64_t n_in = state.range(1), n_rows = state.range(2), n_x = state.range(3);
   std::vector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
   for (size_t j = 0; j < w.size(); ++j) w[j] = Fp32ToFp16(static_cast<float>(j % 97) * 0.01f - 0.4f);
-  std::vector<float> x(static_cast<size_t>(n_in * n_x), 0.5f), y(static_cast<size_t>(n_rows * n_x));
+  std::vector<float> x_buf(static_cast<size_t>(n_in * n_x + 32), 0.5f), y(static_cast<size_t>(n_rows * n_x));
+  float* x = CacheLineStart(x_buf);
   std::vector<float*> ys;
   for (int64_t i = 0; i < n_x; ++i) ys.push_back(y.data() + i * n_rows);
   DenseView view{TensorType::kF16, reinterpret_cast<const uint8_t*>(w.data()), n_in, n_rows, static_cast<uint64_t>(2 * n_in)};
   for (auto _ : state) {
-    k.dense_gemm(view, x.data(), n_in, n_x, ys.data(), 0, n_rows);
+    k.dense_gemm(view, x, n_in, n_x, ys.data(), 0, n_rows);
     benchmark::DoNotOptimize(y.data());
   }
   SetBandwidth(state, static_cast<double>(2 * n_in * n_rows));
@@ -320,17 +335,20 @@ void Shapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_TernaryGemv)->Apply(Shapes)->ArgNames({"path", "n_in", "n_out"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_TernaryGemm)
-    ->ArgNames({"path", "n_in", "n_out", "n_tok"})
-    ->Args({0, 2560, 6912, 64})
-    ->Args({1, 2560, 6912, 64})
-    ->Args({2, 2560, 6912, 4})
-    ->Args({2, 2560, 6912, 8})
-    ->Args({2, 2560, 6912, 12})
-    ->Args({2, 2560, 6912, 16})
-    ->Args({2, 2560, 2560, 64})
-    ->Args({2, 2560, 6912, 64})
-    ->Args({2, 6912, 2560, 64})
-    ->Args({2, 2560, 6912, 128})
+    ->ArgNames({"path", "n_in", "n_out", "n_tok", "cold"})
+    ->Args({0, 2560, 6912, 64, 1})
+    ->Args({1, 2560, 6912, 64, 1})
+    ->Args({2, 2560, 6912, 4, 1})
+    ->Args({2, 2560, 6912, 8, 1})
+    ->Args({2, 2560, 6912, 12, 1})
+    ->Args({2, 2560, 6912, 16, 1})
+    ->Args({2, 2560, 2560, 64, 1})
+    ->Args({2, 2560, 6912, 64, 1})
+    ->Args({2, 6912, 2560, 64, 1})
+    ->Args({2, 2560, 6912, 128, 1})
+    ->Args({2, 2560, 256, 4, 0})  // weights in L2: the compute ceiling
+    ->Args({2, 2560, 256, 8, 0})
+    ->Args({2, 2560, 256, 16, 0})
     ->Unit(benchmark::kMillisecond);  // CPU time: compute-bound, and the machine may be shared
 BENCHMARK(BM_DenseGemvF16)
     ->ArgNames({"path", "n_in", "n_rows"})

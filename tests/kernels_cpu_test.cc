@@ -163,7 +163,8 @@ TEST_P(CpuKernelsTest, TernaryGemvIsBitIdentical) {
 }
 
 TEST_P(CpuKernelsTest, TernaryGemmIsBitIdentical) {
-  for (int64_t n_in : {128, 384, 2560}) {
+  // 6912: more than one chunk of values per pass (kernels that split n_in).
+  for (int64_t n_in : {128, 384, 2560, 6912}) {
     for (int64_t n_out : {1, 5, 16, 19, 37}) {
       for (int64_t n_tok : {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 33, 37, 64}) {
         for (bool groups : {false, true}) {

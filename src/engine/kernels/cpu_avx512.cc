@@ -32,6 +32,19 @@ inline __m512i Dpbusd(__m512i acc, __m512i a, __m512i b) {
   return acc;
 }
 
+// The same with the activation operand always in a register: with a memory operand allowed, GCC
+// folds the same activation load into every row's vpdpbusd, and the loads then bound the tile.
+inline __m512i DpbusdReg(__m512i acc, __m512i a, __m512i b) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
+// a * b + acc (vfmadd231ps) with both operands in registers, for the same reason.
+inline __m512 FmaddReg(__m512 a, __m512 b, __m512 acc) {
+  __asm__("vfmadd231ps %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
 // ---- activation quantisation ------------------------------------------------------------------
 // Reference (ref.h): a = 127 / max(max|x|, 1e-5); q = clamp(round_half_even(x * a), -128, 127).
 // Same float operations in the same order (one multiply per element), so bit-identical.
@@ -175,17 +188,29 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
   }
 }
 
-// ---- ternary GEMM (prefill) ---------------------------------------------------------------------
-// Same sum as the GEMV for R rows x T tokens. Each block's codes are unpacked once per tile with
-// a per-word variable shift (6|4 and 2|0 for the low|high halves) and & 3, into unscaled u8
-// codes, then reused by T tokens: per block R loads + 4R shift/and, 2T activation loads and 2RT
-// vpdpbusd. R = 4, T = 4 keeps 16 accumulators + 8 code registers in the 32 zmm registers.
+// Sums of the 16 lanes of a, b, c, d as one vector {sum a, sum b, sum c, sum d}.
+inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  const __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+// Values per pass of the GEMM kernels (chunks of equal length): 8 tokens' activations stay in L1.
+constexpr int64_t kChunk = 2560;
+
+// ---- ternary GEMM (prefill, batched decode) -----------------------------------------------------
+// Same sum as the GEMV for R rows x T tokens, the codes unpacked in registers. One 32-byte block,
+// broadcast to both halves of a zmm, gives the codes of values 0..63 scaled by 64|16 (& 0xC0|0x30,
+// as the GEMV) and, shifted left by 4 bits first, the codes of values 64..127 at the SAME scales:
+// both go into one accumulator per (row, token), whose lanes are exact multiples of 64|16 and are
+// shifted back once at the end. Per block: R loads + R shifts + 2R ands, 2T activation loads and
+// 2RT vpdpbusd. Lane bound: 2 x 4 x 192 x 128 per block, < 2^31 up to n_in ~ 1.4M.
 template <int R, int T>
 inline void GemmTile(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int64_t q_stride, int64_t blocks,
-                     int32_t (*out)[4]) {
-  const __m512i shift_a = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
-  const __m512i shift_b = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);
-  const __m512i three = _mm512_set1_epi8(3);
+                     int32_t (*out)[8]) {
+  const __m512i mask = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(0xC0)), _mm256_set1_epi8(0x30), 1);
   __m512i acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
@@ -195,32 +220,97 @@ inline void GemmTile(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int6
     for (int r = 0; r < R; ++r) {
       const __m512i w = _mm512_broadcast_i64x4(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * row_bytes + 32 * j)));
-      ca[r] = _mm512_and_si512(_mm512_srlv_epi16(w, shift_a), three);
-      cb[r] = _mm512_and_si512(_mm512_srlv_epi16(w, shift_b), three);
+      ca[r] = _mm512_and_si512(w, mask);
+      cb[r] = _mm512_and_si512(_mm512_slli_epi16(w, 4), mask);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512i qa = _mm512_loadu_si512(q + t * q_stride + 128 * j);
       const __m512i qb = _mm512_loadu_si512(q + t * q_stride + 128 * j + 64);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        acc[r][t] = Dpbusd(acc[r][t], ca[r], qa);
-        acc[r][t] = Dpbusd(acc[r][t], cb[r], qb);
+        acc[r][t] = DpbusdReg(acc[r][t], ca[r], qa);
+        acc[r][t] = DpbusdReg(acc[r][t], cb[r], qb);
       }
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) out[r][t] = _mm512_reduce_add_epi32(acc[r][t]);
+  // Four tokens' sums of a row at once: shift back, then interleave-add (Hsum4).
+  const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi32(6), _mm256_set1_epi32(4), 1);
+  const __m512i zero = _mm512_setzero_si512();
+  auto lane = [&](int r, int t) { return t < T ? _mm512_srav_epi32(acc[r][t < T ? t : 0], shift) : zero; };
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int t = 0; t < T; t += 4) {
+      __m128i* o = reinterpret_cast<__m128i*>(&out[r][t]);
+      _mm_storeu_si128(o, _mm_add_epi32(_mm_loadu_si128(o), Hsum4(lane(r, t), lane(r, t + 1), lane(r, t + 2), lane(r, t + 3))));
+    }
+  }
 }
 
+// Tiles of R <= 4 rows x T <= 4 tokens, and of R <= 2 rows x 5..8 tokens (at most 16 accumulators).
 template <int R>
 void GemmTileT(int t_count, const uint8_t* w0, int64_t row_bytes, const int8_t* q, int64_t q_stride, int64_t blocks,
-               int32_t (*out)[4]) {
+               int32_t (*out)[8]) {
+  if constexpr (R <= 2) {
+    switch (t_count) {
+      case 8: return GemmTile<R, 8>(w0, row_bytes, q, q_stride, blocks, out);
+      case 7: return GemmTile<R, 7>(w0, row_bytes, q, q_stride, blocks, out);
+      case 6: return GemmTile<R, 6>(w0, row_bytes, q, q_stride, blocks, out);
+      case 5: return GemmTile<R, 5>(w0, row_bytes, q, q_stride, blocks, out);
+      default: break;
+    }
+  }
   switch (t_count) {
-    case 4: GemmTile<R, 4>(w0, row_bytes, q, q_stride, blocks, out); break;
-    case 3: GemmTile<R, 3>(w0, row_bytes, q, q_stride, blocks, out); break;
-    case 2: GemmTile<R, 2>(w0, row_bytes, q, q_stride, blocks, out); break;
-    default: GemmTile<R, 1>(w0, row_bytes, q, q_stride, blocks, out); break;
+    case 4: return GemmTile<R, 4>(w0, row_bytes, q, q_stride, blocks, out);
+    case 3: return GemmTile<R, 3>(w0, row_bytes, q, q_stride, blocks, out);
+    case 2: return GemmTile<R, 2>(w0, row_bytes, q, q_stride, blocks, out);
+    default: return GemmTile<R, 1>(w0, row_bytes, q, q_stride, blocks, out);
+  }
+}
+
+// Batches of few tokens (batched decode: one token per sequence): the register tile over panels
+// of kRegPanelRows rows, kRegTokens tokens at a time (2 rows x 8 tokens = 16 accumulators; 4 rows
+// when at most 4 tokens), the values in chunks of at most kChunk (8 tokens' activations, 20 KB,
+// stay in L1 while the rows stream by). Each row is read from memory once per call when n_tok <=
+// kRegTokens. Integer partial sums per chunk, one float epilogue: bit-identical to the reference.
+constexpr int64_t kRegTokens = 8;
+constexpr int64_t kRegPanelRows = 16;
+
+void TernaryGemmRegs(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
+                     const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
+                     int64_t row_end) {
+  const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
+  const int64_t n_chunks = (w.n_in + kChunk - 1) / kChunk;
+  const int64_t chunk_blocks = (blocks + n_chunks - 1) / n_chunks;
+  for (int64_t p0 = row_begin; p0 < row_end; p0 += kRegPanelRows) {
+    const int64_t pr = std::min(kRegPanelRows, row_end - p0);
+    {  // The next panel is fetched meanwhile: 8 tokens of 2560 x 6912 took 1.2 ms without, 0.6 with.
+      const int64_t next = p0 + pr, nr = std::min(kRegPanelRows, row_end - next);
+      const uint8_t* np = w.codes + next * row_bytes;
+      for (int64_t o = 0; o < nr * row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(np + o), _MM_HINT_T1);
+    }
+    for (int64_t tb = 0; tb < n_tok; tb += kRegTokens) {
+      const int tc = static_cast<int>(std::min(kRegTokens, n_tok - tb));
+      const int tile_rows = tc <= 4 ? 4 : 2;
+      alignas(16) int32_t dot[kRegPanelRows][8] = {};
+      for (int64_t jb = 0; jb < blocks; jb += chunk_blocks) {
+        const int64_t nb = std::min(chunk_blocks, blocks - jb);
+        const int8_t* qt = q + tb * q_stride + 128 * jb;
+        for (int64_t r = 0; r < pr; r += tile_rows) {
+          const uint8_t* w0 = w.codes + (p0 + r) * row_bytes + 32 * jb;
+          switch (std::min<int64_t>(tile_rows, pr - r)) {
+            case 4: GemmTileT<4>(tc, w0, row_bytes, qt, q_stride, nb, dot + r); break;
+            case 3: GemmTileT<3>(tc, w0, row_bytes, qt, q_stride, nb, dot + r); break;
+            case 2: GemmTileT<2>(tc, w0, row_bytes, qt, q_stride, nb, dot + r); break;
+            default: GemmTileT<1>(tc, w0, row_bytes, qt, q_stride, nb, dot + r); break;
+          }
+        }
+      }
+      for (int64_t i = 0; i < pr; ++i)
+        for (int k = 0; k < tc; ++k)
+          y[(tb + k) * y_stride + p0 + i] = static_cast<float>(dot[i][k] - q_sums[tb + k]) * w.scale / act_scales[tb + k];
+    }
   }
 }
 
@@ -237,11 +327,12 @@ void GemmTileT(int t_count, const uint8_t* w0, int64_t row_bytes, const int8_t* 
 constexpr int kTileRows = 4;
 constexpr int kTileTokens = 6;
 constexpr int64_t kPanelRows = 16;
-constexpr int64_t kChunk = 2560;
 constexpr int64_t kScratchBytes = 128 * 1024;
 // Below this many tokens the unpack-to-scratch pass costs more than it saves (each unpacked
-// panel is reused by too few tokens): the register-tile kernel above unpacks in registers.
-constexpr int64_t kScratchMinTokens = 8;
+// panel is reused by too few tokens): the register-tile kernel above unpacks in registers. 8
+// tokens (8-stream decode), 2560 x 6912, kernels_bench alternated: registers 0.58-0.84 ms,
+// scratch 0.69-1.0; 12 tokens 0.93-1.10 against 1.09-1.18; 16 tokens even.
+constexpr int64_t kScratchMinTokens = 16;
 
 // One I2_S row (blocks x 32 bytes) -> blocks x 128 u8 codes in activation order.
 inline void UnpackRow(const uint8_t* row, int64_t blocks, uint8_t* out) {
@@ -253,15 +344,6 @@ inline void UnpackRow(const uint8_t* row, int64_t blocks, uint8_t* out) {
     _mm512_store_si512(out + 128 * j, _mm512_and_si512(_mm512_srlv_epi16(w, shift_a), three));
     _mm512_store_si512(out + 128 * j + 64, _mm512_and_si512(_mm512_srlv_epi16(w, shift_b), three));
   }
-}
-
-// Sums of the 16 lanes of a, b, c, d as one vector {sum a, sum b, sum c, sum d}.
-inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
-  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-  const __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
-  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 
 // R rows (u8 codes, n_in apart, 64-byte aligned) x T tokens over values [0, len) of wu and q:
@@ -281,7 +363,7 @@ __attribute__((noinline)) void ScratchTile(const uint8_t* wu, int64_t n_in, cons
     for (int t = 0; t < T; ++t) {
       const __m512i qv = _mm512_loadu_si512(q + t * q_stride + c);
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = Dpbusd(acc[r][t], w[r], qv);
+      for (int r = 0; r < R; ++r) acc[r][t] = DpbusdReg(acc[r][t], w[r], qv);
     }
   }
   const __m512i zero = _mm512_setzero_si512();
@@ -379,159 +461,104 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
     TernaryGemmScratch(w, q, q_stride, q_sums, act_scales, n_tok, y, y_stride, row_begin, row_end);
     return;
   }
-  const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
-  // Token blocks of 32 keep their activations (32 x n_in bytes) in L2 while the rows stream by.
-  constexpr int64_t kTokenBlock = 32;
-  int32_t dot[4][4];
-  for (int64_t tb = 0; tb < n_tok; tb += kTokenBlock) {
-    const int64_t te = std::min(n_tok, tb + kTokenBlock);
-    for (int64_t r = row_begin; r < row_end; r += 4) {
-      const int rc = static_cast<int>(std::min<int64_t>(4, row_end - r));
-      const uint8_t* w0 = w.codes + r * row_bytes;
-      for (int64_t t = tb; t < te; t += 4) {
-        const int tc = static_cast<int>(std::min<int64_t>(4, te - t));
-        const int8_t* qt = q + t * q_stride;
-        switch (rc) {
-          case 4: GemmTileT<4>(tc, w0, row_bytes, qt, q_stride, blocks, dot); break;
-          case 3: GemmTileT<3>(tc, w0, row_bytes, qt, q_stride, blocks, dot); break;
-          case 2: GemmTileT<2>(tc, w0, row_bytes, qt, q_stride, blocks, dot); break;
-          default: GemmTileT<1>(tc, w0, row_bytes, qt, q_stride, blocks, dot); break;
-        }
-        for (int i = 0; i < rc; ++i)
-          for (int k = 0; k < tc; ++k)
-            y[(t + k) * y_stride + r + i] = static_cast<float>(dot[i][k] - q_sums[t + k]) * w.scale / act_scales[t + k];
-      }
-    }
-  }
+  TernaryGemmRegs(w, q, q_stride, q_sums, act_scales, n_tok, y, y_stride, row_begin, row_end);
 }
 
 // ---- dense GEMV (LM head) -------------------------------------------------------------------------
-// Reference: y[r] = sum_c W[r,c] x[c]. F16 rows converted with vcvtph2ps, f32 FMA, four
-// accumulators (64 values per step) to hide the FMA latency. One row at a time, so the weights are
-// one sequential stream (see GemvRow: four interleaved rows read ~40% slower from DRAM); x (10 KB)
-// stays in L1. Float sums in another order than the reference: equal to within rounding.
-template <bool kF16>
-inline float DenseRowDot(const uint8_t* row, const float* x, int64_t n) {
-  auto load = [&](int64_t c, __mmask16 m) -> __m512 {
-    if constexpr (kF16) {
-      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + c));
-    } else {
-      return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + c);
+// Reference: y[r] = sum_c W[r,c] x[c]. F16 rows: R rows x V vectors at a time, two accumulators per
+// (row, vector) pair over steps of 32 values (vcvtph2ps, f32 FMA), the tail in steps of 16 (the
+// last masked) into the first, then one lane reduction. Every pair sees the same operations in the
+// same order whatever R and V are, so the GEMV (R = 1, V = 1: one sequential stream of weights,
+// which the hardware prefetcher follows best; two FMA chains keep up with DRAM) and the batched
+// head (dense_gemm, R = 4 x V = 3: 24 accumulators) give bit-identical results: batched decode
+// does not change any sequence's logits. Two accumulators rather than four let the batched tile
+// hold 12 pairs instead of 6: per 16 values 4 conversions + 7 loads for 12 FMAs, against 2 + 5
+// for 6 (8 vectors x 32768 rows, kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms). F32 rows: one row,
+// four accumulators (64 values per step). Float sums in another order than the reference: equal
+// to within rounding.
+template <int R, int V>
+inline void DenseRowsDotsF16(const uint16_t* row0, uint64_t row_stride, const float* x, int64_t x_stride, int64_t n,
+                             float* const* ys, int64_t r) {
+  __m512 acc[R][V][2];
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < V; ++v) acc[i][v][0] = acc[i][v][1] = _mm512_setzero_ps();
+  auto step = [&](int64_t c, int k, __mmask16 m) {
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) wv[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row0 + i * row_stride + c));
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + v * x_stride + c);
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) acc[i][v][k] = FmaddReg(wv[i], xv, acc[i][v][k]);
     }
   };
+  constexpr __mmask16 kAll = 0xffff;
+  int64_t c = 0;
+  for (; c + 32 <= n; c += 32) {
+    step(c, 0, kAll);
+    step(c + 16, 1, kAll);
+  }
+  for (; c < n; c += 16) step(c, 0, n - c >= 16 ? kAll : TailMask16(n - c));  // masked-off lanes load 0
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) ys[v][r + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][v][0], acc[i][v][1]));
+}
+
+// Rows [row_begin, row_end) x V vectors, R rows at a time and the rest one by one.
+template <int R, int V>
+void DenseRowsF16(const DenseView& w, const float* x, int64_t x_stride, float* const* ys, int64_t row_begin,
+                  int64_t row_end) {
+  const uint64_t stride = w.row_bytes / 2;
+  auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes); };
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) DenseRowsDotsF16<R, V>(row(r), stride, x, x_stride, w.n_in, ys, r);
+  for (; r < row_end; ++r) DenseRowsDotsF16<1, V>(row(r), stride, x, x_stride, w.n_in, ys, r);
+}
+
+inline float DenseRowDotF32(const float* row, const float* x, int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 64 <= n; c += 64) {
-    acc0 = _mm512_fmadd_ps(load(c, 0xffff), _mm512_loadu_ps(x + c), acc0);
-    acc1 = _mm512_fmadd_ps(load(c + 16, 0xffff), _mm512_loadu_ps(x + c + 16), acc1);
-    acc2 = _mm512_fmadd_ps(load(c + 32, 0xffff), _mm512_loadu_ps(x + c + 32), acc2);
-    acc3 = _mm512_fmadd_ps(load(c + 48, 0xffff), _mm512_loadu_ps(x + c + 48), acc3);
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(x + c), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(row + c + 16), _mm512_loadu_ps(x + c + 16), acc1);
+    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(row + c + 32), _mm512_loadu_ps(x + c + 32), acc2);
+    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(row + c + 48), _mm512_loadu_ps(x + c + 48), acc3);
   }
   for (; c < n; c += 16) {
     const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - c);
-    acc0 = _mm512_fmadd_ps(load(c, m), _mm512_maskz_loadu_ps(m, x + c), acc0);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, row + c), _mm512_maskz_loadu_ps(m, x + c), acc0);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
 }
 
-template <bool kF16>
-void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
-  for (int64_t r = row_begin; r < row_end; ++r) y[r] = DenseRowDot<kF16>(w.data + r * w.row_bytes, x, w.n_in);
-}
-
 void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
-  if (w.type == TensorType::kF16) return DenseRowsAll<true>(w, x, y, row_begin, row_end);
-  if (w.type == TensorType::kF32) return DenseRowsAll<false>(w, x, y, row_begin, row_end);
+  if (w.type == TensorType::kF16) {
+    float* ys[1] = {y};
+    DenseRowsF16<1, 1>(w, x, 0, ys, row_begin, row_end);
+    return;
+  }
+  if (w.type == TensorType::kF32) {
+    for (int64_t r = row_begin; r < row_end; ++r)
+      y[r] = DenseRowDotF32(reinterpret_cast<const float*>(w.data + r * w.row_bytes), x, w.n_in);
+    return;
+  }
   DenseMatVec(w, x, y, row_begin, row_end);
 }
 
-// V vectors' dot products with one F16 row: each 16 values are converted once and used by all V
-// vectors (the row is read once from memory for the whole batch). Per (row, vector) pair the
-// operations are DenseRowDot<true>'s (four accumulators over steps of 64, the masked tail into the
-// first, the same reduction), so every result is bit-identical to the GEMV's.
-template <int V>
-inline void DenseRowDotsF16(const uint16_t* row, const float* x, int64_t x_stride, int64_t n, float* const* ys,
-                            int64_t r) {
-  __m512 acc[V][4];
-  for (int v = 0; v < V; ++v)
-    for (int k = 0; k < 4; ++k) acc[v][k] = _mm512_setzero_ps();
-  int64_t c = 0;
-  for (; c + 64 <= n; c += 64) {
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      const __m512 w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 16 * k)));
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[v][k] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + v * x_stride + c + 16 * k), acc[v][k]);
-    }
-  }
-  for (; c < n; c += 16) {
-    const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - c);
-    const __m512 w = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + c));
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[v][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x + v * x_stride + c), acc[v][0]);
-  }
-#pragma GCC unroll 8
-  for (int v = 0; v < V; ++v) {
-    ys[v][r] = _mm512_reduce_add_ps(
-        _mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3])));
-  }
-}
-
-// Two F16 rows x V vectors (V <= 3: 24 accumulators): per 16 values 2 conversions, V vector loads
-// and 2V FMAs, against 1 + V loads per V FMAs one row at a time. Same per-pair operations as
-// DenseRowDotsF16, so bit-identical to the GEMV too.
-template <int V>
-inline void DenseRow2DotsF16(const uint16_t* row0, const uint16_t* row1, const float* x, int64_t x_stride, int64_t n,
-                             float* const* ys, int64_t r) {
-  __m512 acc[2][V][4];
-  for (int i = 0; i < 2; ++i)
-    for (int v = 0; v < V; ++v)
-      for (int k = 0; k < 4; ++k) acc[i][v][k] = _mm512_setzero_ps();
-  int64_t c = 0;
-  for (; c + 64 <= n; c += 64) {
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row0 + c + 16 * k)));
-      const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row1 + c + 16 * k)));
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) {
-        const __m512 xv = _mm512_loadu_ps(x + v * x_stride + c + 16 * k);
-        acc[0][v][k] = _mm512_fmadd_ps(w0, xv, acc[0][v][k]);
-        acc[1][v][k] = _mm512_fmadd_ps(w1, xv, acc[1][v][k]);
-      }
-    }
-  }
-  for (; c < n; c += 16) {
-    const __mmask16 m = n - c >= 16 ? static_cast<__mmask16>(0xffff) : TailMask16(n - c);
-    const __m512 w0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row0 + c));
-    const __m512 w1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row1 + c));
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + v * x_stride + c);
-      acc[0][v][0] = _mm512_fmadd_ps(w0, xv, acc[0][v][0]);
-      acc[1][v][0] = _mm512_fmadd_ps(w1, xv, acc[1][v][0]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int v = 0; v < V; ++v) {
-    for (int i = 0; i < 2; ++i) {
-      ys[v][r + i] = _mm512_reduce_add_ps(
-          _mm512_add_ps(_mm512_add_ps(acc[i][v][0], acc[i][v][1]), _mm512_add_ps(acc[i][v][2], acc[i][v][3])));
-    }
-  }
-}
-
-// Batched LM head: each row's dot products with up to kDenseTile vectors at a time from registers
-// (16 accumulators). Rows go in blocks of kDenseBlock: every tile of vectors runs over the whole
-// block before the next tile, so a tile's vectors (4 x 10 KB at n_in 2560) stay in L1 while the
-// block's rows (160 KB) come from DRAM once and from L2 for the later tiles. Row after row with all
-// the tiles in turn would cycle every vector (80 KB for 8) through L1 for each row.
+// Batched LM head: rows go in blocks of kDenseBlock (F16: 160 KB at n_in 2560, L2-resident), and
+// every tile of up to kDenseTile vectors runs over the whole block before the next tile, so a tile's
+// vectors (3 x 10 KB) stay in L1 while the block's rows come from DRAM once and from L2 for the
+// later tiles. (Software prefetch of the next block, in one burst or spread over the first tile,
+// measured no different in kernels_bench or end to end: the hardware prefetcher keeps up.)
 void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys, int64_t row_begin,
                int64_t row_end) {
   if (w.type != TensorType::kF16 || n_x == 1) {
     for (int64_t i = 0; i < n_x; ++i) DenseGemv(w, x + i * x_stride, ys[i], row_begin, row_end);
     return;
   }
+  constexpr int kTileRows = 4;
   constexpr int64_t kDenseTile = 3;
   constexpr int64_t kDenseBlock = 32;
   for (int64_t b = row_begin; b < row_end; b += kDenseBlock) {
@@ -539,32 +566,10 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
     for (int64_t i = 0; i < n_x; i += kDenseTile) {
       const float* xi = x + i * x_stride;
       float* const* yi = ys + i;
-      const int64_t tile = std::min(kDenseTile, n_x - i);
-      // The last tile fetches the next block into L2 meanwhile (the rows of the first tile would
-      // otherwise come from DRAM at the pace of its arithmetic).
-      const bool prefetch = i + kDenseTile >= n_x && e + (e - b) <= row_end;
-      int64_t r = b;
-      for (; r + 2 <= e; r += 2) {
-        const uint16_t* row0 = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
-        const uint16_t* row1 = reinterpret_cast<const uint16_t*>(w.data + (r + 1) * w.row_bytes);
-        if (prefetch) {
-          const uint8_t* next = w.data + (r + (e - b)) * w.row_bytes;
-          for (uint64_t o = 0; o < 2 * w.row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(next + o), _MM_HINT_T1);
-        }
-        switch (tile) {
-          case 3: DenseRow2DotsF16<3>(row0, row1, xi, x_stride, w.n_in, yi, r); break;
-          case 2: DenseRow2DotsF16<2>(row0, row1, xi, x_stride, w.n_in, yi, r); break;
-          default: DenseRow2DotsF16<1>(row0, row1, xi, x_stride, w.n_in, yi, r); break;
-        }
-      }
-      for (; r < e; ++r) {
-        const uint16_t* row = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
-        switch (tile) {
-          case 4: DenseRowDotsF16<4>(row, xi, x_stride, w.n_in, yi, r); break;
-          case 3: DenseRowDotsF16<3>(row, xi, x_stride, w.n_in, yi, r); break;
-          case 2: DenseRowDotsF16<2>(row, xi, x_stride, w.n_in, yi, r); break;
-          default: DenseRowDotsF16<1>(row, xi, x_stride, w.n_in, yi, r); break;
-        }
+      switch (std::min(kDenseTile, n_x - i)) {
+        case 3: DenseRowsF16<kTileRows, 3>(w, xi, x_stride, yi, b, e); break;
+        case 2: DenseRowsF16<kTileRows, 2>(w, xi, x_stride, yi, b, e); break;
+        default: DenseRowsF16<kTileRows, 1>(w, xi, x_stride, yi, b, e); break;
       }
     }
   }

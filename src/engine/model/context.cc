@@ -139,8 +139,8 @@ void Context::Allocate(bool kv_cache, bool compute) {
   }
   const size_t b = static_cast<size_t>(kMaxBatch);
   xb_.resize(b * c.n_embd);
-  xnb_.resize(b * wide);
-  qb_.resize(b * wide + 64);  // + 64: kernels may read a full vector past an odd-sized row
+  xnb_ = LazyBuffer<float>(b * wide);
+  qb_ = LazyBuffer<int8_t>(b * wide + 64);  // + 64: kernels may read a full vector past an odd-sized row
   act_scales_.resize(b);
   act_sums_.resize(b);
   qh_.resize(b * c.n_embd);
