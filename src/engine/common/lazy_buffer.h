@@ -5,7 +5,9 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <utility>
 
@@ -35,6 +37,18 @@ class LazyBuffer {
   LazyBuffer(const LazyBuffer&) = delete;
   LazyBuffer& operator=(const LazyBuffer&) = delete;
 
+  // Maps the pages of elements [first, first + count) now, in one system call, instead of one page
+  // fault each as they are first written (a fault costs microseconds, more under a hypervisor: an
+  // 8-stream decode step of the 2B-4T shape spent 7 of its ~95 ms faulting in KV-cache pages).
+  // Best effort: on a kernel without MADV_POPULATE_WRITE (< 5.14) pages fault in as before.
+  void Prefault(size_t first, size_t count) {
+    if (data_ == nullptr || count == 0) return;
+    const uintptr_t page = 4096;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(data_ + first) & ~(page - 1);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(data_ + std::min(size_, first + count));
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
+  }
+
   T* data() { return data_; }
   const T* data() const { return data_; }
   size_t size() const { return size_; }
@@ -46,6 +60,12 @@ class LazyBuffer {
     data_ = nullptr;
     size_ = 0;
   }
+
+#ifdef MADV_POPULATE_WRITE
+  static constexpr int kPopulateWrite = MADV_POPULATE_WRITE;
+#else
+  static constexpr int kPopulateWrite = 23;  // Linux's value; older headers lack the name
+#endif
 
   T* data_ = nullptr;
   size_t size_ = 0;

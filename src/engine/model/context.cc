@@ -209,6 +209,19 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
   return logits_;
 }
 
+void Context::PrefaultKv(int64_t end) {
+  if (end <= kv_prefaulted_ || k_cache_.data() == nullptr) return;
+  const int64_t n_kv = config_.n_embd_kv();
+  const int64_t to = std::min(n_ctx_, std::max(end, kv_prefaulted_ + kKvPrefaultPositions));
+  for (int64_t il = 0; il < config_.n_layer; ++il) {
+    const size_t first = static_cast<size_t>((il * n_ctx_ + kv_prefaulted_) * n_kv);
+    const size_t count = static_cast<size_t>((to - kv_prefaulted_) * n_kv);
+    k_cache_.Prefault(first, count);
+    v_cache_.Prefault(first, count);
+  }
+  kv_prefaulted_ = to;
+}
+
 void Context::EvalToken(int32_t token, int64_t pos) {
   const ModelConfig& c = config_;
   const int64_t n_kv = c.n_embd_kv();
@@ -307,6 +320,7 @@ void Context::EvalRows(const Row* rows, int64_t n) {
   const int64_t wide = std::max(n_embd, n_ff);
   const int64_t half = c.n_rot / 2;
 
+  for (int64_t t = 0; t < n; ++t) rows[t].seq->PrefaultKv(rows[t].pos + 1);
   for (int64_t t = 0; t < n; ++t) kernels::DenseRow(model_.token_embd(), rows[t].token, xb_.data() + t * n_embd);
   // RoPE angles of the rows' positions, once for all layers (same double math as RopeNeox).
   for (int64_t t = 0; t < n; ++t) {

@@ -117,6 +117,10 @@ class Context {
   // Rows of one sequence must be in position order and continue that sequence's cache; each
   // row's K/V are written to its sequence's cache before any row attends.
   void EvalRows(const Row* rows, int64_t n);
+  // Maps this sequence's KV-cache pages (every layer, K and V) up to position `end` (exclusive)
+  // ahead of use, kKvPrefaultPositions at a time, so decode steps do not page-fault them one by one.
+  void PrefaultKv(int64_t end);
+  static constexpr int64_t kKvPrefaultPositions = 128;
   void Linear(const TernaryWeight& w, const float* x, float* y);  // y = W x with int8-quantised x
   // logits (n_vocab) = LM head . xn (n_embd, already output-normed), rows split over the threads.
   void LmHead(const float* xn, float* logits);
@@ -131,6 +135,7 @@ class Context {
   // KV cache, f32: (n_layer, n_ctx, n_embd_kv) each. Pages are mapped as positions are first
   // written, so memory grows with the positions a sequence reaches, not with n_ctx.
   LazyBuffer<float> k_cache_, v_cache_;
+  int64_t kv_prefaulted_ = 0;  // positions [0, kv_prefaulted_) are mapped (PrefaultKv)
   // Scratch: x (n_embd) residual stream, xn (max(n_embd, n_ff)) normed input, q (n_embd),
   // att (n_embd), gate/up (n_ff), act_q (max(n_embd, n_ff)) int8, scores (n_threads * n_ctx).
   std::vector<float> x_, xn_, q_, att_, tmp_, gate_, up_, scores_, logits_;
