@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -43,7 +44,7 @@ class LazyBuffer {
   // Best effort: on a kernel without MADV_POPULATE_WRITE (< 5.14) pages fault in as before.
   void Prefault(size_t first, size_t count) {
     if (data_ == nullptr || count == 0) return;
-    const uintptr_t page = 4096;
+    static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));  // 4 KB, 16 KB, 64 KB
     const uintptr_t begin = reinterpret_cast<uintptr_t>(data_ + first) & ~(page - 1);
     const uintptr_t end = reinterpret_cast<uintptr_t>(data_ + std::min(size_, first + count));
     if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
