@@ -26,15 +26,10 @@ inline __mmask16 TailMask16(int64_t n) { return static_cast<__mmask16>((1u << n)
 
 // acc += vpdpbusd(u8 a, s8 b), accumulating in place. Inline asm rather than the intrinsic: with
 // the intrinsic, GCC 12 copies the tied accumulator of every vpdpbusd into a fresh register and
-// back, and spills the accumulators of a 24-accumulator tile to the stack (4x slower).
+// back, and spills the accumulators of a 24-accumulator tile to the stack (4x slower). Both
+// operands in registers: with a memory operand allowed, GCC folds the same activation load into
+// every row's vpdpbusd, and the loads then bound the tile.
 inline __m512i Dpbusd(__m512i acc, __m512i a, __m512i b) {
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
-  return acc;
-}
-
-// The same with the activation operand always in a register: with a memory operand allowed, GCC
-// folds the same activation load into every row's vpdpbusd, and the loads then bound the tile.
-inline __m512i DpbusdReg(__m512i acc, __m512i a, __m512i b) {
   __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
   return acc;
 }
@@ -229,8 +224,8 @@ inline void GemmTile(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int6
       const __m512i qb = _mm512_loadu_si512(q + t * q_stride + 128 * j + 64);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        acc[r][t] = DpbusdReg(acc[r][t], ca[r], qa);
-        acc[r][t] = DpbusdReg(acc[r][t], cb[r], qb);
+        acc[r][t] = Dpbusd(acc[r][t], ca[r], qa);
+        acc[r][t] = Dpbusd(acc[r][t], cb[r], qb);
       }
     }
   }
@@ -363,7 +358,7 @@ __attribute__((noinline)) void ScratchTile(const uint8_t* wu, int64_t n_in, cons
     for (int t = 0; t < T; ++t) {
       const __m512i qv = _mm512_loadu_si512(q + t * q_stride + c);
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = DpbusdReg(acc[r][t], w[r], qv);
+      for (int r = 0; r < R; ++r) acc[r][t] = Dpbusd(acc[r][t], w[r], qv);
     }
   }
   const __m512i zero = _mm512_setzero_si512();
@@ -473,9 +468,9 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 // head (dense_gemm, R = 4 x V = 3: 24 accumulators) give bit-identical results: batched decode
 // does not change any sequence's logits. Two accumulators rather than four let the batched tile
 // hold 12 pairs instead of 6: per 16 values 4 conversions + 7 loads for 12 FMAs, against 2 + 5
-// for 6 (8 vectors x 32768 rows, kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms). F32 rows: one row,
-// four accumulators (64 values per step). Float sums in another order than the reference: equal
-// to within rounding.
+// for 6 (8 vectors x 32768 rows, kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms).
+// F32 rows: one row, four accumulators (64 values per step). Float sums in another order than the
+// reference: equal to within rounding.
 template <int R, int V>
 inline void DenseRowsDotsF16(const uint16_t* row0, uint64_t row_stride, const float* x, int64_t x_stride, int64_t n,
                              float* const* ys, int64_t r) {
