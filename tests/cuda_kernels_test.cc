@@ -116,7 +116,9 @@ TEST(CudaKernels, TernaryMatmulIsExact) {
   std::mt19937 rng(3);
   const MatmulCase cases[] = {{256, 96, 1, false},  {2560, 640, 3, false}, {768, 200, 8, false},
                               {512, 130, 70, false}, {6912, 64, 9, false},  {2560, 2560, 64, false},
-                              {512, 100, 5, true},   {1024, 70, 67, true}};
+                              {512, 100, 5, true},   {1024, 70, 67, true},
+                              // grids of >= 132 64-row blocks: the 64-row GEMM tile (smaller ones take 32)
+                              {256, 13824, 9, false}, {512, 8448, 20, true}};
   for (const MatmulCase& mc : cases) {
     std::vector<uint8_t> codes = RandomCodes(rng, mc.n_in, mc.n_out);
     std::vector<float> group_scales;
@@ -179,7 +181,7 @@ TEST(CudaKernels, AttentionMatchesReference) {
     for (int splits : {1, 3, 16}) {
       std::vector<float> out(static_cast<size_t>(rows * n_embd), std::numeric_limits<float>::quiet_NaN());
       cuda::testing::Attention(q.data(), rows, pos.data(), k.data(), v.data(), n_ctx, c.n_head, c.n_head_kv, c.head_dim,
-                               splits, out.data());
+                               splits, /*prefill=*/false, out.data());
       std::vector<float> ref(static_cast<size_t>(n_embd)), scratch(static_cast<size_t>(n_ctx));
       for (int64_t r = 0; r < rows; ++r) {
         kernels::Attention(q.data() + r * n_embd, k.data(), v.data(), pos[r] + 1, c.n_head, c.n_head_kv, c.head_dim,
@@ -187,6 +189,40 @@ TEST(CudaKernels, AttentionMatchesReference) {
         for (int64_t i = 0; i < n_embd; ++i) {
           ASSERT_NEAR(out[static_cast<size_t>(r * n_embd + i)], ref[i], 1e-5f + 1e-5f * std::fabs(ref[i]))
               << "head_dim " << c.head_dim << " splits " << splits << " row " << r << " i " << i;
+        }
+      }
+    }
+  }
+}
+
+// The tiled prefill kernel: prompt chunks of several tiles, starting at 0 and later in the cache,
+// against kernels::Attention per row.
+TEST(CudaKernels, PrefillAttentionMatchesReference) {
+  TRINITY_REQUIRE_GPU();
+  std::mt19937 rng(7);
+  struct Case {
+    int64_t n_head, n_head_kv, head_dim;
+  };
+  for (const Case& c : {Case{4, 2, 64}, Case{20, 5, 128}, Case{2, 2, 32}, Case{8, 1, 256}}) {
+    const int64_t n_ctx = 90, n_embd = c.n_head * c.head_dim, n_kv = c.n_head_kv * c.head_dim;
+    std::vector<float> k = RandomFloats(rng, static_cast<size_t>(n_ctx * n_kv), 1.0f);
+    std::vector<float> v = RandomFloats(rng, static_cast<size_t>(n_ctx * n_kv), 1.0f);
+    for (const int64_t p0 : {int64_t{0}, int64_t{45}}) {
+      for (const int64_t rows : {int64_t{2}, int64_t{16}, int64_t{37}, int64_t{45}}) {
+        std::vector<int32_t> pos(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) pos[static_cast<size_t>(r)] = static_cast<int32_t>(p0 + r);
+        std::vector<float> q = RandomFloats(rng, static_cast<size_t>(rows * n_embd), 1.0f);
+        std::vector<float> out(static_cast<size_t>(rows * n_embd), std::numeric_limits<float>::quiet_NaN());
+        cuda::testing::Attention(q.data(), rows, pos.data(), k.data(), v.data(), n_ctx, c.n_head, c.n_head_kv,
+                                 c.head_dim, 1, /*prefill=*/true, out.data());
+        std::vector<float> ref(static_cast<size_t>(n_embd)), scratch(static_cast<size_t>(n_ctx));
+        for (int64_t r = 0; r < rows; ++r) {
+          kernels::Attention(q.data() + r * n_embd, k.data(), v.data(), pos[static_cast<size_t>(r)] + 1, c.n_head,
+                             c.n_head_kv, c.head_dim, ref.data(), scratch.data(), 0, c.n_head);
+          for (int64_t i = 0; i < n_embd; ++i) {
+            ASSERT_NEAR(out[static_cast<size_t>(r * n_embd + i)], ref[i], 1e-5f + 1e-5f * std::fabs(ref[i]))
+                << "head_dim " << c.head_dim << " p0 " << p0 << " rows " << rows << " row " << r << " i " << i;
+          }
         }
       }
     }
@@ -216,7 +252,7 @@ TEST(CudaKernels, LmHeadMatchesReference) {
     w.n_in = n_in;
     w.n_rows = n_rows;
     w.row_bytes = static_cast<uint64_t>(n_in) * (f16 ? 2 : 4);
-    for (int64_t rows : {1, 3, 8, 11, 16, 37}) {
+    for (int64_t rows : {1, 3, 8, 11, 16, 37, 64, 70}) {  // F16 from 8 rows: the tensor-core kernel
       std::vector<float> x = RandomFloats(rng, static_cast<size_t>(rows * n_in), 1.0f);
       std::vector<float> logits(static_cast<size_t>(rows * n_rows), std::numeric_limits<float>::quiet_NaN());
       cuda::testing::LmHead(w, x.data(), rows, logits.data());

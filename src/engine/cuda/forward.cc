@@ -119,7 +119,9 @@ class CudaForward final : public Forward {
   // Copies rows' metadata into the device (async on stream_; the pinned staging buffer must not be
   // rewritten before the stream has consumed it).
   void Stage(int64_t rows);
-  void EnqueueLayers(int64_t rows);
+  // prefill: the rows are one sequence at consecutive positions (Eval), else one row per
+  // sequence (Decode).
+  void EnqueueLayers(int64_t rows, bool prefill);
   // output_norm + LM head for rows [begin, begin + n) into logits_ rows [0, n); argmax into ids_.
   void EnqueueHead(int64_t begin, int64_t n, bool argmax);
   int SplitsFor(int64_t rows) const {
@@ -347,7 +349,7 @@ void CudaForward::Stage(int64_t rows) {
   (void)rows;
 }
 
-void CudaForward::EnqueueLayers(int64_t rows) {
+void CudaForward::EnqueueLayers(int64_t rows, bool prefill) {
   const ModelConfig& c = c_;
   const int32_t* tokens = d_meta_;
   const int32_t* pos = d_meta_ + max_rows_;
@@ -379,7 +381,7 @@ void CudaForward::EnqueueLayers(int64_t rows) {
     });
     Timed("attention", rows, [&] {
       detail::LaunchAttention(qkv_, qkv_w_, rows, pos, seq, k_layer, v_layer, seq_stride_, c.n_head, c.n_head_kv,
-                              c.head_dim, SplitsFor(rows), part_o_, part_ml_, att_, c.n_embd, stream_);
+                              c.head_dim, SplitsFor(rows), part_o_, part_ml_, att_, c.n_embd, prefill, stream_);
     });
     norm_quant(NormInput::kPlain, att_, c.n_embd, l.attn_sub_norm, c.n_embd);
     matmul("matmul o", l.wo, tmp_, c.n_embd);
@@ -455,7 +457,7 @@ void CudaForward::Eval(int seq, const int32_t* tokens, int64_t n, int64_t pos, f
       h_meta_[2 * max_rows_ + i] = seq;
     }
     Stage(rows);
-    EnqueueLayers(rows);
+    EnqueueLayers(rows, /*prefill=*/true);
     const bool last = c0 + rows == n;
     if (all_logits) {
       for (int64_t b = 0; b < rows; b += logit_rows_) {
@@ -505,7 +507,7 @@ void CudaForward::Decode(int64_t n, const int32_t* tokens, const int32_t* seqs, 
       cudaGraph_t graph = nullptr;
       TRINITY_CU(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
       try {
-        EnqueueLayers(n);
+        EnqueueLayers(n, /*prefill=*/false);
         EnqueueHead(0, n, true);
       } catch (...) {
         cudaStreamEndCapture(stream_, &graph);
@@ -521,7 +523,7 @@ void CudaForward::Decode(int64_t n, const int32_t* tokens, const int32_t* seqs, 
     }
     TRINITY_CU(cudaGraphLaunch(it->second, stream_));
   } else {
-    EnqueueLayers(n);
+    EnqueueLayers(n, /*prefill=*/false);
     EnqueueHead(0, n, true);
   }
   if (logits) {

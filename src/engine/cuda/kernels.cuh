@@ -75,12 +75,16 @@ void LaunchRopeKv(float* qkv, int64_t qkv_stride, int64_t rows, const int32_t* p
 // 0 .. pos[r] of its sequence's cache (kernels::Attention, online softmax). Flash-decoding: the
 // positions are cut into n_splits ranges computed in parallel (partials part_o [rows][n_head]
 // [n_splits][head_dim], part_ml [..][2]), then combined into out + r*out_stride.
+// prefill: the rows are one sequence at ascending positions (a prompt chunk); then, where the
+// group (<= 8 query heads per KV head) and shared memory allow, tiles of 16 rows (8 for head_dim
+// 256) read each key once per tile instead of once per row (part_o / part_ml unused).
 void LaunchAttention(const float* q, int64_t q_stride, int64_t rows, const int32_t* pos, const int32_t* seq,
                      const float* k_cache, const float* v_cache, int64_t seq_stride, int64_t n_head,
                      int64_t n_head_kv, int64_t head_dim, int n_splits, float* part_o, float* part_ml, float* out,
-                     int64_t out_stride, cudaStream_t stream);
+                     int64_t out_stride, bool prefill, cudaStream_t stream);
 
-// logits[t][v] = sum_c W[v][c] * x[t][c] in f32 (kernels::DenseMatVec).
+// logits[t][v] = sum_c W[v][c] * x[t][c] in f32 (kernels::DenseMatVec). An F16 W with 8 or more
+// rows goes through the tensor cores, x split into two halves (hi + lo) so that it keeps ~22 bits.
 void LaunchLmHead(const DenseDev& w, const float* x, int64_t x_stride, int64_t rows, float* logits,
                   int64_t logits_stride, cudaStream_t stream);
 

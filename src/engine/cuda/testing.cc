@@ -92,7 +92,8 @@ void TernaryMatmul(const kernels::TernaryView& w, const int8_t* q, const float* 
 }
 
 void Attention(const float* q, int64_t rows, const int32_t* pos, const float* k_cache, const float* v_cache,
-               int64_t n_ctx, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int n_splits, float* out) {
+               int64_t n_ctx, int64_t n_head, int64_t n_head_kv, int64_t head_dim, int n_splits, bool prefill,
+               float* out) {
   const int64_t n_embd = n_head * head_dim, n_kv = n_head_kv * head_dim;
   Dev<float> dq(Sz(rows * n_embd), q), dk(Sz(n_ctx * n_kv), k_cache), dv(Sz(n_ctx * n_kv), v_cache);
   Dev<int32_t> dpos(Sz(rows), pos);
@@ -101,7 +102,8 @@ void Attention(const float* q, int64_t rows, const int32_t* pos, const float* k_
   Dev<float> part_o(Sz(rows * n_head * n_splits * head_dim)), part_ml(Sz(rows * n_head * n_splits * 2));
   Dev<float> dout(Sz(rows * n_embd));
   detail::LaunchAttention(dq.get(), n_embd, rows, dpos.get(), dseq.get(), dk.get(), dv.get(), n_ctx * n_kv, n_head,
-                          n_head_kv, head_dim, n_splits, part_o.get(), part_ml.get(), dout.get(), n_embd, nullptr);
+                          n_head_kv, head_dim, n_splits, part_o.get(), part_ml.get(), dout.get(), n_embd, prefill,
+                          nullptr);
   dout.CopyTo(out);
 }
 
