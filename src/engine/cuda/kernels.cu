@@ -1010,7 +1010,7 @@ void LaunchTernaryMatmul(const TernaryDev& w, const int8_t* q, int64_t q_stride,
   if (rows <= 0) return;
   if (kind == MatmulKind::kAuto) kind = rows <= 8 || NoMma() ? MatmulKind::kGemv : MatmulKind::kGemm;
   if (kind == MatmulKind::kGemm) {
-    static const int sms = [] {
+    static const int sms = [] {  // of the first device used (one device per process in practice)
       int device = 0, n = 0;
       cudaGetDevice(&device);
       cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
@@ -1139,10 +1139,10 @@ void LaunchLmHead(const DenseDev& w, const float* x, int64_t x_stride, int64_t r
                   int64_t logits_stride, cudaStream_t stream) {
   for (int64_t t = 0; t < rows;) {
     const int64_t left = rows - t;
+    const float* xt = x + t * x_stride;
+    float* lt = logits + t * logits_stride;
     if (w.f16 && left >= 8 && w.n_in % 32 == 0 && x_stride % 4 == 0) {  // tensor cores, <= 64 tokens per pass
       const int64_t nt = std::min<int64_t>(left, 64);
-      const float* xt = x + t * x_stride;
-      float* lt = logits + t * logits_stride;
       const unsigned blocks = static_cast<unsigned>((w.n_rows + 32 * kLmMmaWarps - 1) / (32 * kLmMmaWarps));
       const __half* wd = static_cast<const __half*>(w.data);
 #define TRINITY_LM_MMA(N)                                                                                            \
@@ -1163,8 +1163,6 @@ void LaunchLmHead(const DenseDev& w, const float* x, int64_t x_stride, int64_t r
       continue;
     }
     const int nt = left >= 16 && g_lm_tokens >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-    const float* xt = x + t * x_stride;
-    float* lt = logits + t * logits_stride;
 #define TRINITY_LM(N)                                                \
   if (w.f16) {                                                       \
     LaunchLmHeadT<true, N>(w, xt, x_stride, lt, logits_stride, stream);  \
