@@ -196,7 +196,8 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
     const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t i = 0; i < n; i += kMaxBatch) {
       const int64_t nb = std::min(kMaxBatch, n - i);
-      EvalBatch(tokens.data() + i, nb, n_past_, all_logits ? all_logits->data() + i * config_.n_vocab : nullptr);
+      EvalBatch(tokens.data() + i, nb, n_past_, all_logits ? all_logits->data() + i * config_.n_vocab : nullptr,
+                /*last_logits=*/i + nb == n);
       n_past_ += nb;
     }
     return logits_;
@@ -303,10 +304,10 @@ void Context::LmHead(const float* xn, float* logits) {
 
 
 // Fast path. Buffers are [n][width] row-major, one row per token of the batch.
-void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* all_logits) {
+void Context::EvalBatch(const int32_t* tokens, int64_t n, int64_t pos, float* all_logits, bool last_logits) {
   rows_.clear();
   for (int64_t t = 0; t < n; ++t) {
-    float* out = all_logits ? all_logits + t * config_.n_vocab : (t == n - 1 ? logits_.data() : nullptr);
+    float* out = all_logits ? all_logits + t * config_.n_vocab : (t == n - 1 && last_logits ? logits_.data() : nullptr);
     rows_.push_back(Row{this, tokens[t], pos + t, out});
   }
   EvalRows(rows_.data(), n);
