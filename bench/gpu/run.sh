@@ -98,7 +98,7 @@ note "bench: rc $? ($(elapsed) s)"
 cat "$OUT/bench.json"; tail -5 "$TMP/bench_err.txt"; cat "$TMP/bench_err.txt" >>"$LOGS"
 
 # AB_ENV="VAR=value ...": the same benchmark again under that environment, side by side (for
-# example AB_ENV=TRINITY_CUDA_PDL=0 to see what programmatic dependent launch gives).
+# example AB_ENV=TRINITY_CUDA_GRAPHS=0 to see what the decode graph gives).
 if [ -n "${AB_ENV:-}" ]; then
   env $AB_ENV timeout 150 "$BIN/trinity" bench --engine -m "$MODEL" --device cuda -p 512 -n 128 --batch 64 --bw-mib 2048 \
     --json >"$OUT/bench_ab.json" 2>>"$LOGS"
@@ -116,8 +116,9 @@ if [ "$(elapsed)" -lt 280 ]; then
   grep -E '^(CUDA profile|stage|matmul|attention|lm_head|norm|rope|output|embed|argmax)' "$TMP/profile.txt" | head -60
 fi
 
-# Kernel by kernel (Nsight Compute, each kernel timed alone): 2 decode steps (twice) and a 64-token prompt,
-# graphs off so that every launch is its own kernel. Summed per kernel, in us per decode step.
+# Kernel by kernel (Nsight Compute, each kernel timed alone, cold caches): a 64-token prompt and 2
+# decode steps (twice), graphs off so that every launch is its own kernel. Per kernel and grid:
+# calls, mean and total us.
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ -n "$NCU" ] && [ "$(elapsed)" -lt 330 ]; then
   TRINITY_CUDA_GRAPHS=0 timeout 120 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv \
