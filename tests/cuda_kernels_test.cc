@@ -164,14 +164,18 @@ TEST(CudaKernels, TernaryMatmulIsExact) {
   }
 }
 
+// Attention shapes (query heads, KV heads, head_dim): GQA groups of 1-8, every head_dim the
+// kernels take; 20/5/128 is the 2B-4T shape.
+struct AttentionShape {
+  int64_t n_head, n_head_kv, head_dim;
+};
+constexpr AttentionShape kAttentionShapes[] = {{4, 2, 64}, {20, 5, 128}, {2, 2, 32}, {8, 1, 256}};
+
 // Flash-decoding attention (any number of splits, GQA) against kernels::Attention.
 TEST(CudaKernels, AttentionMatchesReference) {
   TRINITY_REQUIRE_GPU();
   std::mt19937 rng(4);
-  struct Case {
-    int64_t n_head, n_head_kv, head_dim;
-  };
-  for (const Case& c : {Case{4, 2, 64}, Case{20, 5, 128}, Case{2, 2, 32}, Case{8, 1, 256}}) {
+  for (const AttentionShape& c : kAttentionShapes) {
     const int64_t n_ctx = 77, n_embd = c.n_head * c.head_dim, n_kv = c.n_head_kv * c.head_dim;
     const std::vector<int32_t> pos = {0, 1, 5, 31, 76};
     const int64_t rows = static_cast<int64_t>(pos.size());
@@ -200,10 +204,7 @@ TEST(CudaKernels, AttentionMatchesReference) {
 TEST(CudaKernels, PrefillAttentionMatchesReference) {
   TRINITY_REQUIRE_GPU();
   std::mt19937 rng(7);
-  struct Case {
-    int64_t n_head, n_head_kv, head_dim;
-  };
-  for (const Case& c : {Case{4, 2, 64}, Case{20, 5, 128}, Case{2, 2, 32}, Case{8, 1, 256}}) {
+  for (const AttentionShape& c : kAttentionShapes) {
     const int64_t n_ctx = 90, n_embd = c.n_head * c.head_dim, n_kv = c.n_head_kv * c.head_dim;
     std::vector<float> k = RandomFloats(rng, static_cast<size_t>(n_ctx * n_kv), 1.0f);
     std::vector<float> v = RandomFloats(rng, static_cast<size_t>(n_ctx * n_kv), 1.0f);

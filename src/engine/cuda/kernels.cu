@@ -30,6 +30,14 @@ void CheckLaunch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA launch of ") + what + ": " + cudaGetErrorString(e));
 }
 
+// An attribute of the current device (multiprocessors, opt-in shared memory per block, ...).
+int DeviceAttribute(cudaDeviceAttr attribute) {
+  int device = 0, value = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&value, attribute, device);
+  return value;
+}
+
 template <typename T>
 __device__ __forceinline__ T WarpSum(T v) {
 #pragma unroll
@@ -84,14 +92,14 @@ __global__ void EmbedKernel(const void* data, int64_t n_in, const int32_t* token
 
 // ---- RMSNorm (+ residual add / GLU) (+ int8 quantisation) -------------------------------------
 
+// v[i] as NormInput says, without writing it back (the residual add and the GLU product use the
+// CPU's float operations: x[i] += d[i]; act(g) * u).
 template <NormInput kMode>
-__device__ __forceinline__ float NormValue(float* s, const float* d, int64_t width, int64_t i) {
+__device__ __forceinline__ float NormSource(const float* s, const float* d, int64_t width, int64_t i) {
   if constexpr (kMode == NormInput::kPlain) {
     return s[i];
   } else if constexpr (kMode == NormInput::kResidual) {
-    const float v = __fadd_rn(s[i], d[i]);  // CPU: x[i] += d[i]
-    s[i] = v;
-    return v;
+    return __fadd_rn(s[i], d[i]);
   } else {
     const float g = s[i], u = s[width + i];
     float a;
@@ -100,10 +108,16 @@ __device__ __forceinline__ float NormValue(float* s, const float* d, int64_t wid
     } else {
       a = __fdiv_rn(g, __fadd_rn(1.0f, expf(-g)));
     }
-    const float v = __fmul_rn(a, u);
-    s[i] = v;
-    return v;
+    return __fmul_rn(a, u);
   }
+}
+
+// NormSource, written back into src when the mode transforms it.
+template <NormInput kMode>
+__device__ __forceinline__ float NormValue(float* s, const float* d, int64_t width, int64_t i) {
+  const float v = NormSource<kMode>(s, d, width, i);
+  if constexpr (kMode != NormInput::kPlain) s[i] = v;
+  return v;
 }
 
 // One block per row. Pass 1 forms v (writing it back when the mode transforms it) and the double
@@ -166,20 +180,7 @@ __device__ __forceinline__ void NormRow(float* s, const float* d, const float* w
     const int64_t i = threadIdx.x + k * kThreads;
     v[k] = 0.0f, wt[k] = 0.0f;
     if (i < width) {
-      if constexpr (kMode == NormInput::kPlain) {
-        v[k] = s[i];
-      } else if constexpr (kMode == NormInput::kResidual) {
-        v[k] = __fadd_rn(s[i], d[i]);  // CPU: x[i] += d[i]
-      } else {
-        const float g = s[i], u = s[width + i];
-        float a;
-        if constexpr (kMode == NormInput::kRelu2Glu) {
-          a = g > 0.0f ? __fmul_rn(g, g) : 0.0f;
-        } else {
-          a = __fdiv_rn(g, __fadd_rn(1.0f, expf(-g)));
-        }
-        v[k] = __fmul_rn(a, u);
-      }
+      v[k] = NormSource<kMode>(s, d, width, i);
       wt[k] = weight[i];
     }
   }
@@ -1010,12 +1011,8 @@ void LaunchTernaryMatmul(const TernaryDev& w, const int8_t* q, int64_t q_stride,
   if (rows <= 0) return;
   if (kind == MatmulKind::kAuto) kind = rows <= 8 || NoMma() ? MatmulKind::kGemv : MatmulKind::kGemm;
   if (kind == MatmulKind::kGemm) {
-    static const int sms = [] {  // of the first device used (one device per process in practice)
-      int device = 0, n = 0;
-      cudaGetDevice(&device);
-      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-      return n;
-    }();
+    // Of the first device used (one device per process in practice).
+    static const int sms = DeviceAttribute(cudaDevAttrMultiProcessorCount);
     const unsigned col_tiles = static_cast<unsigned>((rows + kBn - 1) / kBn);
     const bool small = static_cast<int64_t>((w.n_out + kBm - 1) / kBm) * col_tiles < sms;
     const int64_t bm = small ? 32 : kBm;
@@ -1075,10 +1072,7 @@ void LaunchAttention(const float* q, int64_t q_stride, int64_t rows, const int32
     const int kq = head_dim > 128 ? 8 : 16;
     const size_t smem = sizeof(float) * static_cast<size_t>(kWarp * (head_dim + 4) + kWarp * head_dim +
                                                             group * kq * head_dim + group * kq * kWarp);
-    int device = 0, max_smem = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (smem <= static_cast<size_t>(max_smem)) {
+    if (smem <= static_cast<size_t>(DeviceAttribute(cudaDevAttrMaxSharedMemoryPerBlockOptin))) {
       const dim3 grid(static_cast<unsigned>(n_head_kv), static_cast<unsigned>((rows + kq - 1) / kq));
       const unsigned threads = static_cast<unsigned>(group * kWarp);
 #define TRINITY_ATTN_PREFILL(E, Q)                                                                              \
@@ -1121,9 +1115,7 @@ void LaunchAttention(const float* q, int64_t q_stride, int64_t rows, const int32
 void PrepareLmHead(int64_t n_in) {
   // 16 tokens per pass where the x tile fits (2B-4T: 160 KiB, within sm_80's 163 and sm_90's 227),
   // else 8 (and the 8-token tile must fit).
-  int device = 0, max_smem = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const int max_smem = DeviceAttribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   const int64_t row_bytes = n_in * static_cast<int64_t>(sizeof(float));
   g_lm_tokens = kLmTokens * row_bytes <= max_smem ? kLmTokens : 8;
   if (g_lm_tokens * row_bytes > max_smem) {
