@@ -162,6 +162,37 @@ TEST_P(CpuKernelsTest, TernaryGemvIsBitIdentical) {
   }
 }
 
+// The largest sums a kernel's narrow (int16) partial sums can meet: every code 3 (a malformed
+// file's; the reference reads it as +2) against activations all -128 or all 127, over the widest
+// rows, for the GEMV and for token counts that take each GEMM kernel.
+TEST_P(CpuKernelsTest, TernaryKernelsHoldWorstCaseSums) {
+  for (int64_t n_in : {2560, 6912}) {
+    const int64_t n_out = 7;
+    std::vector<uint8_t> codes(static_cast<size_t>(n_in * n_out / 4), 0xFF);
+    TernaryView w;
+    w.codes = codes.data();
+    w.n_in = n_in;
+    w.n_out = n_out;
+    w.scale = 0.37f;
+    for (int8_t value : {int8_t{-128}, int8_t{127}}) {
+      for (int64_t n_tok : {1, 4, 8, 16, 64}) {
+        std::vector<int8_t> q(static_cast<size_t>(n_in * n_tok), value);
+        std::vector<int32_t> sums(n_tok, static_cast<int32_t>(value) * static_cast<int32_t>(n_in));
+        std::vector<float> scales(n_tok, 1.5f);
+        std::vector<float> want(n_out * n_tok), got(n_out * n_tok, -1.0f);
+        for (int64_t t = 0; t < n_tok; ++t) TernaryMatVec(w, q.data() + t * n_in, 1.5f, want.data() + t * n_out, 0, n_out);
+        k().ternary_gemm(w, q.data(), n_in, sums.data(), scales.data(), n_tok, got.data(), n_out, 0, n_out);
+        ASSERT_EQ(want, got) << "n_in=" << n_in << " n_tok=" << n_tok << " q=" << int{value};
+        if (n_tok == 1) {
+          std::vector<float> gemv(n_out, -1.0f);
+          k().ternary_gemv(w, q.data(), sums[0], 1.5f, gemv.data(), 0, n_out);
+          ASSERT_EQ(std::vector<float>(want.begin(), want.begin() + n_out), gemv) << "n_in=" << n_in;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(CpuKernelsTest, TernaryGemmIsBitIdentical) {
   // 6912: more than one chunk of values per pass (kernels that split n_in).
   for (int64_t n_in : {128, 384, 2560, 6912}) {

@@ -24,11 +24,25 @@ inline float HsumPs(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+inline float HmaxPs(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
 inline int32_t HsumEpi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
   return _mm_cvtsi128_si32(s);
+}
+
+// a * b + acc (vfmadd231ps) with both operands in registers: with a memory operand allowed, GCC
+// folds the same activation load into every row's FMA, and the loads then bound the tile.
+inline __m256 FmaddReg(__m256 a, __m256 b, __m256 acc) {
+  __asm__("vfmadd231ps %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+  return acc;
 }
 
 // ---- activation quantisation ------------------------------------------------------------------
@@ -69,33 +83,116 @@ float Quantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
   return a;
 }
 
+// ---- RmsNorm + quantisation, fused ------------------------------------------------------------
+// As in cpu_avx512.cc: three passes over x (in L1): sum of squares in double (h*h is exact in
+// double; 2 x 4 lanes), max |h * inv * w|, then q = round(h * inv * w * a) with the same float
+// operations as RmsNorm followed by Quantize, so only the double sum's order differs from the
+// reference. kRelu2: h = relu^2(x) * up, recomputed in each pass. The tail (n % 8) goes through a
+// masked load (zeros) and a scalar store.
+inline __m256i TailMask8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <bool kRelu2>
+inline __m256 NormInput(const float* x, const float* up, int64_t j, __m256i m) {
+  const __m256 v = _mm256_maskload_ps(x + j, m);
+  if constexpr (!kRelu2) {
+    return v;
+  } else {
+    const __m256 a = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_mul_ps(v, v));
+    return _mm256_mul_ps(a, _mm256_maskload_ps(up + j, m));
+  }
+}
+
+template <bool kRelu2>
+float NormQuantizeT(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                    int32_t* q_sum) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  auto mask = [&](int64_t i) { return n - i >= 8 ? all : TailMask8(n - i); };
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 h = NormInput<kRelu2>(x, up, i, mask(i));  // masked-off lanes are 0
+    const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(h));
+    const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(h, 1));
+    s0 = _mm256_fmadd_pd(a, a, s0);
+    s1 = _mm256_fmadd_pd(b, b, s1);
+  }
+  const __m256d s = _mm256_add_pd(s0, s1);
+  const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  const double sum_sq = _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+  const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
+  const __m256 vinv = _mm256_set1_ps(inv);
+  auto normed = [&](int64_t j, __m256i m) {
+    return _mm256_mul_ps(_mm256_mul_ps(NormInput<kRelu2>(x, up, j, m), vinv), _mm256_maskload_ps(weight + j, m));
+  };
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 vmax = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, normed(i, mask(i))));
+  const float a = 127.0f / std::max(HmaxPs(vmax), 1e-5f);
+  const __m256 va = _mm256_set1_ps(a);
+  const __m256i lo = _mm256_set1_epi32(-128), hi = _mm256_set1_epi32(127);
+  __m256i vsum = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i < n; i += 8) {
+    const __m256i m = mask(i);
+    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(normed(i, m), va));  // rounds half to even, as nearbyint
+    v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+    vsum = _mm256_add_epi32(vsum, v);  // masked-off lanes are 0
+    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i w8 = _mm_packs_epi16(w16, w16);
+    if (n - i >= 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), w8);
+    } else {
+      alignas(16) int8_t tail[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(tail), w8);
+      std::memcpy(q + i, tail, static_cast<size_t>(n - i));
+    }
+  }
+  *q_sum = HsumEpi32(vsum);
+  return a;
+}
+
+float NormQuantize(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                   int32_t* q_sum) {
+  return up != nullptr ? NormQuantizeT<true>(x, up, weight, n, eps, q, q_sum)
+                       : NormQuantizeT<false>(x, up, weight, n, eps, q, q_sum);
+}
+
 // ---- ternary GEMV (decode) ----------------------------------------------------------------------
 // Reference: y[r] = (sum_c (code[r,c] - 1) * q[c]) * scale / act_scale, integer sum.
 // One 32-byte I2_S block holds values 0..31 / 32..63 / 64..95 / 96..127 in bits 7-6 / 5-4 / 3-2 /
 // 1-0: (w >> 6) & 3 etc. give u8 codes in activation order; vpmaddubsw (u8 x s8 -> s16 pairs,
-// |pair| <= 2*3*128, no saturation) then vpmaddwd with ones accumulates in int32. Four rows share
-// the four activation loads per block.
-template <int R>
-inline void GemvRows(const uint8_t* w0, int64_t row_bytes, const int8_t* q, int64_t blocks, int32_t* out) {
-  const __m256i three = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-  __m256i acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
-  for (int64_t j = 0; j < blocks; ++j) {
-    const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 128 * j));
-    const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 128 * j + 32));
-    const __m256i q2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 128 * j + 64));
-    const __m256i q3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 128 * j + 96));
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * row_bytes + 32 * j));
-      __m256i p = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 6), three), q0);
-      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), three), q1));
-      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 2), three), q2));
-      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(w, three), q3));
-      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p, ones));
-    }
+// |pair| <= 2*3*128) gives each block's sums in int16 lanes (|lane| <= 4 x 768), four blocks add up
+// in int16 (<= 12288, no overflow even for code 3) before one vpmaddwd with ones widens them.
+//
+// One row at a time: the weights are read as ONE sequential stream. Four rows sharing the
+// activation loads (the earlier kernel) made four streams that the hardware prefetcher followed
+// badly: on Zen 3, 2560 x 6912 from DRAM, one thread, 6.3 GB/s against 12.1 for one row at a time
+// (19.6 GB/s with the weights in cache: the activations, <= 7 KB, stay in L1 either way).
+inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
+  const __m256i three = _mm256_set1_epi8(3);
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
+  const int8_t* qj = q + 128 * j;
+  auto qv = [&](int k) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qj + 32 * k)); };
+  // Two chains of two: the adds of one block do not wait on each other.
+  __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 6), three), qv(0));
+  __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), three), qv(1));
+  a = _mm256_add_epi16(a, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 2), three), qv(2)));
+  b = _mm256_add_epi16(b, _mm256_maddubs_epi16(_mm256_and_si256(w, three), qv(3)));
+  return _mm256_add_epi16(a, b);
+}
+
+inline int32_t GemvRow(const uint8_t* row, const int8_t* q, int64_t blocks) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc = _mm256_setzero_si256();
+  int64_t j = 0;
+  for (; j + 4 <= blocks; j += 4) {
+    const __m256i s = _mm256_add_epi16(_mm256_add_epi16(GemvBlock(row, q, j), GemvBlock(row, q, j + 1)),
+                                       _mm256_add_epi16(GemvBlock(row, q, j + 2), GemvBlock(row, q, j + 3)));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s, ones));
   }
-  for (int r = 0; r < R; ++r) out[r] = HsumEpi32(acc[r]);
+  for (; j < blocks; ++j) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(GemvBlock(row, q, j), ones));
+  return HsumEpi32(acc);
 }
 
 void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
@@ -105,15 +202,8 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
     return;
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
-  int32_t dot[4];
-  int64_t r = row_begin;
-  for (; r + 4 <= row_end; r += 4) {
-    GemvRows<4>(w.codes + r * row_bytes, row_bytes, q, blocks, dot);
-    for (int i = 0; i < 4; ++i) y[r + i] = static_cast<float>(dot[i] - q_sum) * w.scale / act_scale;
-  }
-  for (; r < row_end; ++r) {
-    GemvRows<1>(w.codes + r * row_bytes, row_bytes, q, blocks, dot);
-    y[r] = static_cast<float>(dot[0] - q_sum) * w.scale / act_scale;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    y[r] = static_cast<float>(GemvRow(w.codes + r * row_bytes, q, blocks) - q_sum) * w.scale / act_scale;
   }
 }
 
@@ -143,6 +233,131 @@ inline void GemmRow(const uint8_t* row, const int8_t* q, int64_t q_stride, int64
   for (int t = 0; t < T; ++t) out[t] = HsumEpi32(acc[t]);
 }
 
+// Prefill batches (many tokens): the rows a thread owns are unpacked once per call, a panel of
+// kPanelRows rows at a time, into a stack scratch of u8 codes in activation order (kPanelRows x
+// n_in bytes, L2-resident), and every token of the batch then runs over that panel with no
+// unpacking in the inner loop: a 3-row x 4-token register tile holds 12 int16 accumulators (with
+// the 3 code rows and one activation row: all 16 ymm registers), and per 32 values it does 3 code
+// loads + 4 activation loads for 12 vpmaddubsw + 12 int16 adds. The values go in chunks of at most
+// kChunk: an int16 lane then holds at most 32 steps x 2 x 3 x 128 = 24576 (< 2^15, even for the
+// code 3 a malformed file may hold), and is widened (vpmaddwd with ones) and reduced into int32
+// partial sums once per chunk. Same integer sums as the reference, same float epilogue, so
+// bit-identical.
+constexpr int kTileRows = 3;
+constexpr int kTileTokens = 4;
+constexpr int64_t kPanelRows = 12;
+constexpr int64_t kChunk = 1024;
+constexpr int64_t kScratchBytes = 128 * 1024;
+// Below this many tokens the unpack-to-scratch pass costs more than it saves: GemmRow unpacks in
+// registers instead.
+constexpr int64_t kScratchMinTokens = 8;
+
+// One I2_S row (blocks x 32 bytes) -> blocks x 128 u8 codes in activation order.
+inline void UnpackRow(const uint8_t* row, int64_t blocks, uint8_t* out) {
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int64_t j = 0; j < blocks; ++j) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
+    __m256i* o = reinterpret_cast<__m256i*>(out + 128 * j);
+    _mm256_store_si256(o, _mm256_and_si256(_mm256_srli_epi16(w, 6), three));
+    _mm256_store_si256(o + 1, _mm256_and_si256(_mm256_srli_epi16(w, 4), three));
+    _mm256_store_si256(o + 2, _mm256_and_si256(_mm256_srli_epi16(w, 2), three));
+    _mm256_store_si256(o + 3, _mm256_and_si256(w, three));
+  }
+}
+
+// Sums of the 8 lanes of a, b, c, d as one vector {sum a, sum b, sum c, sum d}.
+inline __m128i Hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+// R rows (u8 codes, n_in apart, 32-byte aligned) x T tokens over values [0, len), len <= kChunk:
+// dot[t] += the R row sums of token t (lanes >= R get 0).
+template <int R, int T>
+__attribute__((noinline)) void ScratchTile(const uint8_t* wu, int64_t n_in, const int8_t* q, int64_t q_stride,
+                                           int64_t len, __m128i* dot) {
+  __m256i acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_si256();
+  for (int64_t c = 0; c < len; c += 32) {
+    __m256i w[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) w[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wu + r * n_in + c));
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + t * q_stride + c));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_add_epi16(acc[r][t], _mm256_maddubs_epi16(w[r], qv));
+    }
+  }
+  const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+  auto wide = [&](int r, int t) { return r < R ? _mm256_madd_epi16(acc[r < R ? r : 0][t], ones) : zero; };
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t) dot[t] = _mm_add_epi32(dot[t], Hsum4(wide(0, t), wide(1, t), wide(2, t), wide(3, t)));
+}
+
+template <int R>
+void ScratchTileT(int t_count, const uint8_t* wu, int64_t n_in, const int8_t* q, int64_t q_stride, int64_t len,
+                  __m128i* dot) {
+  switch (t_count) {
+    case 4: ScratchTile<R, 4>(wu, n_in, q, q_stride, len, dot); break;
+    case 3: ScratchTile<R, 3>(wu, n_in, q, q_stride, len, dot); break;
+    case 2: ScratchTile<R, 2>(wu, n_in, q, q_stride, len, dot); break;
+    default: ScratchTile<R, 1>(wu, n_in, q, q_stride, len, dot); break;
+  }
+}
+
+void TernaryGemmScratch(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
+                        const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
+                        int64_t row_end) {
+  const int64_t n_in = w.n_in, row_bytes = n_in / 4, blocks = n_in / 128;
+  // On this thread's stack (no allocation). n_in is a multiple of 128, so rows stay 32-byte aligned.
+  alignas(64) uint8_t scratch[kScratchBytes];
+  const int64_t panel_rows = std::min<int64_t>(kPanelRows, kScratchBytes / n_in);
+  // Chunks of equal length (multiples of 32) of at most kChunk values.
+  const int64_t n_chunks = (n_in + kChunk - 1) / kChunk;
+  const int64_t chunk = (n_in / 32 + n_chunks - 1) / n_chunks * 32;
+  const __m128 vscale = _mm_set1_ps(w.scale);
+  for (int64_t p0 = row_begin; p0 < row_end; p0 += panel_rows) {
+    const int64_t pr = std::min(panel_rows, row_end - p0);
+    for (int64_t i = 0; i < pr; ++i) UnpackRow(w.codes + (p0 + i) * row_bytes, blocks, scratch + i * n_in);
+    {  // the next panel's codes are fetched while this one computes
+      const int64_t next = p0 + pr, nr = std::min(panel_rows, row_end - next);
+      const uint8_t* np = w.codes + next * row_bytes;
+      for (int64_t o = 0; o < nr * row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(np + o), _MM_HINT_T1);
+    }
+    for (int64_t t = 0; t < n_tok; t += kTileTokens) {
+      const int tc = static_cast<int>(std::min<int64_t>(kTileTokens, n_tok - t));
+      __m128i dot[kPanelRows / kTileRows][kTileTokens];
+      for (auto& row_group : dot)
+        for (__m128i& d : row_group) d = _mm_setzero_si128();
+      for (int64_t c = 0; c < n_in; c += chunk) {
+        const int64_t len = std::min(chunk, n_in - c);
+        const int8_t* qt = q + t * q_stride + c;
+        for (int64_t r = 0; r < pr; r += kTileRows) {
+          const uint8_t* wu = scratch + r * n_in + c;
+          __m128i* d = dot[r / kTileRows];
+          switch (std::min<int64_t>(kTileRows, pr - r)) {
+            case 3: ScratchTileT<3>(tc, wu, n_in, qt, q_stride, len, d); break;
+            case 2: ScratchTileT<2>(tc, wu, n_in, qt, q_stride, len, d); break;
+            default: ScratchTileT<1>(tc, wu, n_in, qt, q_stride, len, d); break;
+          }
+        }
+      }
+      // y = (dot - q_sum) * scale / act_scale, as the reference (float(int) * scale / act_scale).
+      for (int64_t r = 0; r < pr; r += kTileRows) {
+        const int rc = static_cast<int>(std::min<int64_t>(kTileRows, pr - r));
+        for (int k = 0; k < tc; ++k) {
+          alignas(16) float v[4];
+          _mm_store_ps(v, _mm_div_ps(_mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(dot[r / kTileRows][k], _mm_set1_epi32(q_sums[t + k]))), vscale),
+                                     _mm_set1_ps(act_scales[t + k])));
+          std::memcpy(y + (t + k) * y_stride + p0 + r, v, static_cast<size_t>(rc) * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
 void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t* q_sums,
                  const float* act_scales, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
                  int64_t row_end) {
@@ -153,6 +368,10 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
   if (w.group_scales != nullptr) {
     for (int64_t t = 0; t < n_tok; ++t)
       TernaryMatVec(w, q + t * q_stride, act_scales[t], y + t * y_stride, row_begin, row_end);
+    return;
+  }
+  if (n_tok >= kScratchMinTokens && w.n_in <= kScratchBytes) {
+    TernaryGemmScratch(w, q, q_stride, q_sums, act_scales, n_tok, y, y_stride, row_begin, row_end);
     return;
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
@@ -179,92 +398,108 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 }
 
 // ---- dense GEMV (LM head) -------------------------------------------------------------------------
-// Reference: y[r] = sum_c W[r,c] x[c]; F16 via vcvtph2ps, f32 FMA, four rows share the x loads.
-template <int R, bool kF16>
-inline void DenseRows(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t n, float* out) {
-  auto load = [&](int r, int64_t c) -> __m256 {
-    const uint8_t* row = w0 + r * row_bytes;
-    if constexpr (kF16) {
-      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + c)));
-    } else {
-      return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
-    }
-  };
-  __m256 acc0[R], acc1[R];
-  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
-  int64_t c = 0;
-  for (; c + 16 <= n; c += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      acc0[r] = _mm256_fmadd_ps(load(r, c), x0, acc0[r]);
-      acc1[r] = _mm256_fmadd_ps(load(r, c + 8), x1, acc1[r]);
-    }
-  }
-  for (; c + 8 <= n; c += 8) {
-    const __m256 x0 = _mm256_loadu_ps(x + c);
-    for (int r = 0; r < R; ++r) acc0[r] = _mm256_fmadd_ps(load(r, c), x0, acc0[r]);
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = HsumPs(_mm256_add_ps(acc0[r], acc1[r]));
-    const uint8_t* row = w0 + r * row_bytes;
-    for (int64_t k = c; k < n; ++k) {
-      float v;
-      if constexpr (kF16) {
-        uint16_t h;
-        std::memcpy(&h, row + 2 * k, 2);
-        v = _cvtsh_ss(h);
-      } else {
-        std::memcpy(&v, row + 4 * k, 4);
-      }
-      s = std::fma(v, x[k], s);  // explicit: the F16 and F32 instances must round alike
-    }
-    out[r] = s;
+// Reference: y[r] = sum_c W[r,c] x[c]; F16 via vcvtph2ps, f32 FMA. R rows x V vectors at a time,
+// two accumulators per (row, vector) pair: values c..c+7 of every 16 into the first, c+8..c+15
+// into the second, an 8-value tail into the first, one lane sum, then a scalar FMA tail. Every
+// pair sees the same operations in the same order whatever R and V are, so the GEMV (R = 4, V = 1:
+// four rows share each activation load; on Zen 3, one thread, 2560 x 32768 from DRAM, 14.7-17.3 ms
+// against 16.0-19.0 for one row at a time: unlike the ternary GEMV's short rows, four streams of
+// 5 KB rows keep the prefetcher busy) and the batched head (R = 2 x V = 3: 12 accumulators, each
+// converted row used by three vectors) give bit-identical results: batched decode does not change
+// any sequence's logits.
+template <bool kF16>
+inline __m256 DenseLoad(const uint8_t* row, int64_t c) {
+  if constexpr (kF16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + c)));
+  } else {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
   }
 }
 
-template <bool kF16>
-void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+template <int R, int V, bool kF16>
+inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t x_stride, int64_t n,
+                      float* const* ys, int64_t r0) {
+  __m256 acc0[R][V], acc1[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc0[r][v] = acc1[r][v] = _mm256_setzero_ps();
+  auto half = [&](int64_t c, __m256 (&acc)[R][V]) {
+    __m256 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = DenseLoad<kF16>(w0 + r * row_bytes, c);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m256 xv = _mm256_loadu_ps(x + v * x_stride + c);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][v] = _mm256_fmadd_ps(wv[r], xv, acc[r][v]);
+    }
+  };
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    half(c, acc0);
+    half(c + 8, acc1);
+  }
+  for (; c + 8 <= n; c += 8) half(c, acc0);
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* row = w0 + r * row_bytes;
+    for (int v = 0; v < V; ++v) {
+      float s = HsumPs(_mm256_add_ps(acc0[r][v], acc1[r][v]));
+      const float* xv = x + v * x_stride;
+      for (int64_t k = c; k < n; ++k) {
+        float w;
+        if constexpr (kF16) {
+          uint16_t h;
+          std::memcpy(&h, row + 2 * k, 2);
+          w = _cvtsh_ss(h);
+        } else {
+          std::memcpy(&w, row + 4 * k, 4);
+        }
+        s = std::fma(w, xv[k], s);  // explicit: the F16 and F32 instances must round alike
+      }
+      ys[v][r0 + r] = s;
+    }
+  }
+}
+
+// Rows [row_begin, row_end) x V vectors, R rows at a time and the rest one by one.
+template <int R, int V, bool kF16>
+void DenseRowsAll(const DenseView& w, const float* x, int64_t x_stride, float* const* ys, int64_t row_begin,
+                  int64_t row_end) {
   int64_t r = row_begin;
-  for (; r + 4 <= row_end; r += 4) DenseRows<4, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y + r);
-  for (; r < row_end; ++r) DenseRows<1, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y + r);
+  for (; r + R <= row_end; r += R) DenseTile<R, V, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, x_stride, w.n_in, ys, r);
+  for (; r < row_end; ++r) DenseTile<1, V, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, x_stride, w.n_in, ys, r);
 }
 
 void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
-  if (w.type == TensorType::kF16) return DenseRowsAll<true>(w, x, y, row_begin, row_end);
-  if (w.type == TensorType::kF32) return DenseRowsAll<false>(w, x, y, row_begin, row_end);
+  float* ys[1] = {y};
+  if (w.type == TensorType::kF16) return DenseRowsAll<4, 1, true>(w, x, 0, ys, row_begin, row_end);
+  if (w.type == TensorType::kF32) return DenseRowsAll<1, 1, false>(w, x, 0, ys, row_begin, row_end);
   DenseMatVec(w, x, y, row_begin, row_end);
 }
 
-// Blocks of kStageRows F16 rows converted to f32 once (exactly), then every vector's dot products
-// on the f32 copy with the F32 kernel, whose summation order is the F16 kernel's.
+// Batched LM head: rows in blocks of kDenseBlock (F16: 160 KB at n_in 2560, L2-resident); every
+// tile of up to kDenseTile vectors runs over the whole block before the next, so the block comes
+// from DRAM once and from L2 for the later tiles. (Before: each block converted to an f32 copy,
+// then one vector at a time over it: 8 vectors x 32768 rows took 65.8 ms on Zen 3, one thread.)
 void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys, int64_t row_begin,
                int64_t row_end) {
   if (w.type != TensorType::kF16 || n_x == 1) {
     for (int64_t i = 0; i < n_x; ++i) DenseGemv(w, x + i * x_stride, ys[i], row_begin, row_end);
     return;
   }
-  constexpr int64_t kStageRows = 32;  // 32 x n_in f32: 320 KB at n_in 2560, in L2
-  thread_local std::vector<float> stage;
-  stage.resize(static_cast<size_t>(kStageRows * w.n_in));
-  for (int64_t b = row_begin; b < row_end; b += kStageRows) {
-    const int64_t e = std::min(row_end, b + kStageRows);
-    for (int64_t r = b; r < e; ++r) {
-      const uint16_t* src = reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes);
-      float* dst = stage.data() + (r - b) * w.n_in;
-      int64_t c = 0;
-      for (; c + 8 <= w.n_in; c += 8) {
-        _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c))));
-      }
-      for (; c < w.n_in; ++c) {
-        uint16_t h;  // rows need not be 2-byte aligned
-        std::memcpy(&h, src + c, sizeof h);
-        dst[c] = _cvtsh_ss(h);
+  constexpr int kTileRows = 2;
+  constexpr int64_t kDenseTile = 3;
+  constexpr int64_t kDenseBlock = 32;
+  for (int64_t b = row_begin; b < row_end; b += kDenseBlock) {
+    const int64_t e = std::min(row_end, b + kDenseBlock);
+    for (int64_t i = 0; i < n_x; i += kDenseTile) {
+      const float* xi = x + i * x_stride;
+      float* const* yi = ys + i;
+      switch (std::min(kDenseTile, n_x - i)) {
+        case 3: DenseRowsAll<kTileRows, 3, true>(w, xi, x_stride, yi, b, e); break;
+        case 2: DenseRowsAll<kTileRows, 2, true>(w, xi, x_stride, yi, b, e); break;
+        default: DenseRowsAll<kTileRows, 1, true>(w, xi, x_stride, yi, b, e); break;
       }
     }
-    const DenseView block{TensorType::kF32, reinterpret_cast<const uint8_t*>(stage.data()), w.n_in, e - b,
-                          static_cast<uint64_t>(w.n_in) * sizeof(float)};
-    for (int64_t i = 0; i < n_x; ++i) DenseRowsAll<false>(block, x + i * x_stride, ys[i] + b, 0, e - b);
   }
 }
 
@@ -354,6 +589,201 @@ void AttentionHeads(const float* q, const float* k_cache, const float* v_cache, 
   }
 }
 
+// ---- attention over a batch of query tokens (prefill) ------------------------------------------
+// The AVX-512 kernel's scheme (cpu_avx512.cc) in 8-float vectors: keys in blocks of 64, each
+// block's K transposed once into a stack tile (head_dim x 64) and reused by every query token and
+// every query head of the KV head; online softmax (running max m and sum l per row, the output
+// rescaled by exp(m_old - m_new) when the max grows); p.V accumulated into `out` 16 dims at a
+// time. A query token's heads share one causal limit, so no masked work beyond its last block.
+constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kMaxTokens = 64;  // per pass over the keys (more: several passes)
+constexpr int64_t kMaxGroup = 16;   // query heads per KV head
+
+// e^x for 8 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
+// times 2^n built in the exponent bits. Inputs below -87 give ~0 (the caller masks true zeros);
+// inputs here are <= 0 (scores minus their running max).
+inline __m256 Exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.3981999507e-3f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^n for n in [-126, 0]: (n + 127) << 23 as the float's bits.
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Scores of R <= 2 query heads (qh[r], head_dim floats each) against keys [k0, k0 + 32) of a
+// transposed block kt (head_dim rows of 64 floats): s[r][k0 + 0..32) = scale * q_r . k.
+template <int R>
+inline void HalfBlockScores(const float* const* qh, const float* kt, int64_t k0, int64_t head_dim, float scale,
+                            float (*s)[kKeyBlock]) {
+  __m256 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) acc[r][i] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float* kd = kt + d * kKeyBlock + k0;
+    const __m256 ka = _mm256_load_ps(kd), kb = _mm256_load_ps(kd + 8), kc = _mm256_load_ps(kd + 16),
+                 kdd = _mm256_load_ps(kd + 24);
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      const __m256 qv = _mm256_broadcast_ss(qh[r] + d);
+      acc[r][0] = _mm256_fmadd_ps(qv, ka, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(qv, kb, acc[r][1]);
+      acc[r][2] = _mm256_fmadd_ps(qv, kc, acc[r][2]);
+      acc[r][3] = _mm256_fmadd_ps(qv, kdd, acc[r][3]);
+    }
+  }
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) _mm256_store_ps(s[r] + k0 + 8 * i, _mm256_mul_ps(acc[r][i], vs));
+}
+
+// Scores of R <= 4 heads against the nk <= 64 keys of a block (the halves with keys in them).
+template <int R>
+inline void BlockScores(const float* const* qh, const float* kt, int64_t nk, int64_t head_dim, float scale,
+                        float (*s)[kKeyBlock]) {
+  for (int64_t k0 = 0; k0 < nk; k0 += 32) {
+    HalfBlockScores<R < 2 ? R : 2>(qh, kt, k0, head_dim, scale, s);
+    if constexpr (R > 2) HalfBlockScores<R - 2>(qh + 2, kt, k0, head_dim, scale, s + 2);
+  }
+}
+
+// o_r[0..16) = o_r * corr[r] + sum_k p[r][k] v_k[0..16) for R rows, nv keys (v rows kv_stride apart).
+template <int R>
+inline void BlockPv16(float* const* o, const float (*p)[kKeyBlock], const float* corr, const float* v,
+                      int64_t kv_stride, int64_t nv) {
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) {
+    const __m256 c = _mm256_set1_ps(corr[r]);
+    acc[r][0] = _mm256_mul_ps(_mm256_loadu_ps(o[r]), c);
+    acc[r][1] = _mm256_mul_ps(_mm256_loadu_ps(o[r] + 8), c);
+  }
+  for (int64_t k = 0; k < nv; ++k, v += kv_stride) {
+    const __m256 va = _mm256_loadu_ps(v), vb = _mm256_loadu_ps(v + 8);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 pv = _mm256_broadcast_ss(&p[r][k]);
+      acc[r][0] = _mm256_fmadd_ps(pv, va, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(pv, vb, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(o[r], acc[r][0]);
+    _mm256_storeu_ps(o[r] + 8, acc[r][1]);
+  }
+}
+
+// One block of keys [kb, kb + nv) for R heads of one token: scores, online-softmax update of
+// m/l, rescale + accumulate the outputs.
+template <int R>
+void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, const float* kt, const float* v,
+                 int64_t kv_stride, int64_t nv, int64_t head_dim, float scale) {
+  alignas(32) float s[R][kKeyBlock];
+  BlockScores<R>(qh, kt, nv, head_dim, scale, s);
+  float corr[R];
+  for (int r = 0; r < R; ++r) {
+    for (int64_t i = nv; i < kKeyBlock; ++i) s[r][i] = -INFINITY;  // keys past the limit
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < kKeyBlock; i += 8) vmax = _mm256_max_ps(vmax, _mm256_load_ps(s[r] + i));
+    const float m_new = std::max(m[r], HmaxPs(vmax));
+    corr[r] = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
+    const __m256 vm = _mm256_set1_ps(m_new);
+    __m256 vsum = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nv; i += 8) {
+      __m256 e = Exp8(_mm256_sub_ps(_mm256_load_ps(s[r] + i), vm));
+      if (nv - i < 8) {  // masked keys (s = -inf): exactly 0
+        e = _mm256_and_ps(e, _mm256_cmp_ps(_mm256_load_ps(s[r] + i), _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+      }
+      _mm256_store_ps(s[r] + i, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    l[r] = l[r] * corr[r] + HsumPs(vsum);
+    m[r] = m_new;
+  }
+  float* oz[R];
+  for (int64_t d = 0; d < head_dim; d += 16) {
+    for (int r = 0; r < R; ++r) oz[r] = o[r] + d;
+    BlockPv16<R>(oz, s, corr, v + d, kv_stride, nv);
+  }
+}
+
+// head_dim % 16 == 0, head_dim <= kMaxHeadDim, n_head / n_head_kv <= kMaxGroup (AttentionPrefillSupports).
+void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
+                      int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
+                      int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
+  const int64_t group = n_head / n_head_kv;
+  const int64_t kv_stride = n_head_kv * head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (t_end - t_begin > kMaxTokens) {  // bounded stack state: in chunks of tokens
+    for (int64_t t = t_begin; t < t_end; t += kMaxTokens) {
+      AttentionPrefill(q, q_stride, k_cache, v_cache, pos, n_head, n_head_kv, head_dim, out, out_stride, t,
+                       std::min(t_end, t + kMaxTokens), kvh_begin, kvh_end);
+    }
+    return;
+  }
+  alignas(32) float kt[kMaxHeadDim * kKeyBlock];
+  // Running max and sum per (token, head) row of this call.
+  float m_buf[kMaxTokens * kMaxGroup], l_buf[kMaxTokens * kMaxGroup];
+  const int64_t n_rows = (t_end - t_begin) * group;
+  for (int64_t kvh = kvh_begin; kvh < kvh_end; ++kvh) {
+    for (int64_t i = 0; i < n_rows; ++i) m_buf[i] = -INFINITY, l_buf[i] = 0.0f;
+    for (int64_t t = t_begin; t < t_end; ++t)
+      std::memset(out + t * out_stride + kvh * group * head_dim, 0, static_cast<size_t>(group * head_dim) * sizeof(float));
+    const int64_t n_keys = pos + t_end;  // the last token sees rows 0 .. pos + t_end - 1
+    for (int64_t kb = 0; kb < n_keys; kb += kKeyBlock) {
+      const int64_t nk = std::min(kKeyBlock, n_keys - kb);
+      // Transpose K rows kb .. kb+nk of this head into kt[d][key]; missing keys are 0.
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* krow = k_cache + (kb + j) * kv_stride + kvh * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = krow[d];
+      }
+      for (int64_t j = nk; j < kKeyBlock; ++j)
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = 0.0f;
+      const float* vb = v_cache + kb * kv_stride + kvh * head_dim;
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        const int64_t limit = pos + t + 1;  // visible keys
+        if (kb >= limit) continue;
+        const int64_t nv = std::min(nk, limit - kb);
+        for (int64_t h0 = 0; h0 < group; h0 += 4) {
+          const int hc = static_cast<int>(std::min<int64_t>(4, group - h0));
+          const float* qh[4];
+          float* o[4];
+          for (int r = 0; r < hc; ++r) {
+            const int64_t h = kvh * group + h0 + r;
+            qh[r] = q + t * q_stride + h * head_dim;
+            o[r] = out + t * out_stride + h * head_dim;
+          }
+          const int64_t row = (t - t_begin) * group + h0;
+          float* m = m_buf + row;
+          float* l = l_buf + row;
+          switch (hc) {
+            case 4: BlockUpdate<4>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            case 3: BlockUpdate<3>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            case 2: BlockUpdate<2>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            default: BlockUpdate<1>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+          }
+        }
+      }
+    }
+    // Normalise: out = acc / l.
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      for (int64_t g = 0; g < group; ++g) {
+        float* o = out + t * out_stride + (kvh * group + g) * head_dim;
+        const __m256 inv = _mm256_set1_ps(1.0f / l_buf[(t - t_begin) * group + g]);
+        for (int64_t d = 0; d < head_dim; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const CpuKernels& Avx2Kernels() {
@@ -367,6 +797,8 @@ const CpuKernels& Avx2Kernels() {
     k.dense_gemm = DenseGemm;
     k.q8_gemv = Q8Gemv;
     k.attention = AttentionHeads;
+    k.attention_prefill = AttentionPrefill;
+    k.norm_quantize = NormQuantize;
     return k;
   }();
   return table;
