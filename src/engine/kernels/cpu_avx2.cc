@@ -45,6 +45,17 @@ inline __m256 FmaddReg(__m256 a, __m256 b, __m256 acc) {
   return acc;
 }
 
+// acc += vpmaddubsw(u8 c, s8 32 bytes at q), int16 lanes, accumulating in place. Inline asm: with
+// the intrinsics GCC 12 reassociates a many-token tile's adds and keeps its accumulators on the
+// stack.
+inline __m256i MaddubsAdd(__m256i acc, __m256i c, const int8_t* q) {
+  __m256i product;
+  __asm__("vpmaddubsw %3, %2, %1\n\tvpaddw %1, %0, %0"
+          : "+x"(acc), "=&x"(product)
+          : "x"(c), "m"(*reinterpret_cast<const __m256i_u*>(q)));
+  return acc;
+}
+
 // ---- activation quantisation ------------------------------------------------------------------
 // Reference (ref.h): a = 127 / max(max|x|, 1e-5); q = clamp(round_half_even(x * a), -128, 127).
 // Bit-identical: one float multiply, vcvtps2dq rounds half to even (MXCSR default, as nearbyint).
@@ -208,29 +219,36 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
 }
 
 // ---- ternary GEMM (prefill) ---------------------------------------------------------------------
-// One row's block unpacked once into four code registers, reused by T = 4 tokens.
+// Few tokens (batched decode: one token per sequence): one row's block unpacked once into four
+// code registers and reused by T <= 8 tokens (the activations as vpmaddubsw's memory operand), the
+// row read as one sequential stream. Per token an int16 accumulator takes up to 8 blocks (|lane| <=
+// 8 x 4 x 768 = 24576 < 2^15, even for code 3), then is widened into an int32 partial sum.
 template <int T>
 inline void GemmRow(const uint8_t* row, const int8_t* q, int64_t q_stride, int64_t blocks, int32_t* out) {
+  constexpr int64_t kWidenBlocks = 8;
   const __m256i three = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-  __m256i acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_si256();
-  for (int64_t j = 0; j < blocks; ++j) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
-    const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(w, 6), three);
-    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(w, 4), three);
-    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(w, 2), three);
-    const __m256i c3 = _mm256_and_si256(w, three);
+  __m256i wide[T];
+  for (int t = 0; t < T; ++t) wide[t] = _mm256_setzero_si256();
+  for (int64_t j0 = 0; j0 < blocks; j0 += kWidenBlocks) {
+    const int64_t j1 = std::min(blocks, j0 + kWidenBlocks);
+    __m256i acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_si256();
+    for (int64_t j = j0; j < j1; ++j) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
+      const __m256i c[4] = {_mm256_and_si256(_mm256_srli_epi16(w, 6), three),
+                            _mm256_and_si256(_mm256_srli_epi16(w, 4), three),
+                            _mm256_and_si256(_mm256_srli_epi16(w, 2), three), _mm256_and_si256(w, three)};
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const int8_t* qt = q + t * q_stride + 128 * j;
-      __m256i p = _mm256_maddubs_epi16(c0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt)));
-      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt + 32))));
-      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt + 64))));
-      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt + 96))));
-      acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(p, ones));
+      for (int k = 0; k < 4; ++k) {
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          acc[t] = MaddubsAdd(acc[t], c[k], q + t * q_stride + 128 * j + 32 * k);
+        }
+      }
     }
+    for (int t = 0; t < T; ++t) wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(acc[t], ones));
   }
-  for (int t = 0; t < T; ++t) out[t] = HsumEpi32(acc[t]);
+  for (int t = 0; t < T; ++t) out[t] = HsumEpi32(wide[t]);
 }
 
 // Prefill batches (many tokens): the rows a thread owns are unpacked once per call, a panel of
@@ -250,7 +268,7 @@ constexpr int64_t kChunk = 1024;
 constexpr int64_t kScratchBytes = 128 * 1024;
 // Below this many tokens the unpack-to-scratch pass costs more than it saves: GemmRow unpacks in
 // registers instead.
-constexpr int64_t kScratchMinTokens = 8;
+constexpr int64_t kScratchMinTokens = 16;
 
 // One I2_S row (blocks x 32 bytes) -> blocks x 128 u8 codes in activation order.
 inline void UnpackRow(const uint8_t* row, int64_t blocks, uint8_t* out) {
@@ -376,15 +394,19 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
   constexpr int64_t kTokenBlock = 32;
-  int32_t dot[4];
+  int32_t dot[8];
   for (int64_t tb = 0; tb < n_tok; tb += kTokenBlock) {
     const int64_t te = std::min(n_tok, tb + kTokenBlock);
     for (int64_t r = row_begin; r < row_end; ++r) {
       const uint8_t* row = w.codes + r * row_bytes;
-      for (int64_t t = tb; t < te; t += 4) {
-        const int tc = static_cast<int>(std::min<int64_t>(4, te - t));
+      for (int64_t t = tb; t < te; t += 8) {
+        const int tc = static_cast<int>(std::min<int64_t>(8, te - t));
         const int8_t* qt = q + t * q_stride;
         switch (tc) {
+          case 8: GemmRow<8>(row, qt, q_stride, blocks, dot); break;
+          case 7: GemmRow<7>(row, qt, q_stride, blocks, dot); break;
+          case 6: GemmRow<6>(row, qt, q_stride, blocks, dot); break;
+          case 5: GemmRow<5>(row, qt, q_stride, blocks, dot); break;
           case 4: GemmRow<4>(row, qt, q_stride, blocks, dot); break;
           case 3: GemmRow<3>(row, qt, q_stride, blocks, dot); break;
           case 2: GemmRow<2>(row, qt, q_stride, blocks, dot); break;
