@@ -38,13 +38,6 @@ inline int32_t HsumEpi32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// a * b + acc (vfmadd231ps) with both operands in registers: with a memory operand allowed, GCC
-// folds the same activation load into every row's FMA, and the loads then bound the tile.
-inline __m256 FmaddReg(__m256 a, __m256 b, __m256 acc) {
-  __asm__("vfmadd231ps %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
-  return acc;
-}
-
 // acc += vpmaddubsw(u8 c, s8 32 bytes at q), int16 lanes, accumulating in place. Inline asm: with
 // the intrinsics GCC 12 reassociates a many-token tile's adds and keeps its accumulators on the
 // stack.

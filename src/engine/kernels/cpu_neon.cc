@@ -361,6 +361,264 @@ void AttentionHeads(const float* q, const float* k_cache, const float* v_cache, 
   }
 }
 
+// ---- RmsNorm + quantisation, fused ------------------------------------------------------------
+// As in cpu_avx512.cc / cpu_avx2.cc: three passes over x (in L1): sum of squares in double (h*h
+// is exact in double), max |h * inv * w|, then q = round(h * inv * w * a) with the same float
+// operations as RmsNorm followed by Quantize, so only the double sum's order differs from the
+// reference. kRelu2: h = relu^2(x) * up (a = x > 0 ? x*x : 0, h = a * up), recomputed in each
+// pass. The n % 4 tail goes through the same operations in scalar code.
+template <bool kRelu2>
+inline float NormInput1(const float* x, const float* up, int64_t j) {
+  if constexpr (!kRelu2) {
+    return x[j];
+  } else {
+    const float a = x[j] > 0.0f ? x[j] * x[j] : 0.0f;
+    return a * up[j];
+  }
+}
+
+template <bool kRelu2>
+inline float32x4_t NormInput4(const float* x, const float* up, int64_t j) {
+  const float32x4_t v = vld1q_f32(x + j);
+  if constexpr (!kRelu2) {
+    return v;
+  } else {
+    const uint32x4_t pos = vcgtq_f32(v, vdupq_n_f32(0.0f));
+    const float32x4_t a = vreinterpretq_f32_u32(vandq_u32(pos, vreinterpretq_u32_f32(vmulq_f32(v, v))));
+    return vmulq_f32(a, vld1q_f32(up + j));
+  }
+}
+
+template <bool kRelu2>
+float NormQuantizeT(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                    int32_t* q_sum) {
+  const int64_t n4 = n / 4 * 4;
+  float64x2_t s0 = vdupq_n_f64(0.0), s1 = vdupq_n_f64(0.0);
+  for (int64_t i = 0; i < n4; i += 4) {
+    const float32x4_t h = NormInput4<kRelu2>(x, up, i);
+    const float64x2_t a = vcvt_f64_f32(vget_low_f32(h)), b = vcvt_high_f64_f32(h);
+    s0 = vfmaq_f64(s0, a, a);
+    s1 = vfmaq_f64(s1, b, b);
+  }
+  double sum_sq = vaddvq_f64(vaddq_f64(s0, s1));
+  for (int64_t i = n4; i < n; ++i) {
+    const double h = NormInput1<kRelu2>(x, up, i);
+    sum_sq += h * h;
+  }
+  const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
+  const float32x4_t vinv = vdupq_n_f32(inv);
+  auto normed4 = [&](int64_t j) { return vmulq_f32(vmulq_f32(NormInput4<kRelu2>(x, up, j), vinv), vld1q_f32(weight + j)); };
+  auto normed1 = [&](int64_t j) { return NormInput1<kRelu2>(x, up, j) * inv * weight[j]; };
+  float32x4_t vmax = vdupq_n_f32(0.0f);
+  for (int64_t i = 0; i < n4; i += 4) vmax = vmaxnmq_f32(vmax, vabsq_f32(normed4(i)));
+  float max_abs = vmaxnmvq_f32(vmax);
+  for (int64_t i = n4; i < n; ++i) max_abs = std::max(max_abs, std::fabs(normed1(i)));
+  const float a = 127.0f / std::max(max_abs, 1e-5f);
+  const float32x4_t va = vdupq_n_f32(a);
+  int32x4_t vsum = vdupq_n_s32(0);
+  for (int64_t i = 0; i < n4; i += 4) {
+    const int32x4_t v = vcvtnq_s32_f32(vmulq_f32(normed4(i), va));  // ties to even, as nearbyint
+    const int16x4_t w16 = vqmovn_s32(v);                              // saturating: the clamp
+    const int8x8_t w8 = vqmovn_s16(vcombine_s16(w16, w16));
+    vsum = vaddw_s16(vsum, vget_low_s16(vmovl_s8(w8)));
+    int8_t bytes[8];
+    vst1_s8(bytes, w8);
+    std::memcpy(q + i, bytes, 4);
+  }
+  int32_t s = vaddvq_s32(vsum);
+  for (int64_t i = n4; i < n; ++i) {
+    const float v = std::nearbyint(normed1(i) * a);
+    q[i] = static_cast<int8_t>(std::clamp(v, -128.0f, 127.0f));
+    s += q[i];
+  }
+  *q_sum = s;
+  return a;
+}
+
+float NormQuantize(const float* x, const float* up, const float* weight, int64_t n, float eps, int8_t* q,
+                   int32_t* q_sum) {
+  return up != nullptr ? NormQuantizeT<true>(x, up, weight, n, eps, q, q_sum)
+                       : NormQuantizeT<false>(x, up, weight, n, eps, q, q_sum);
+}
+
+// ---- attention over a batch of query tokens (prefill) ------------------------------------------
+// The AVX-512 kernel's scheme (cpu_avx512.cc) in 4-float vectors: keys in blocks of 64, each
+// block's K transposed once into a stack tile (head_dim x 64) and reused by every query token and
+// every query head of the KV head; scores 16 keys x up to 4 heads at a time (16 accumulators);
+// online softmax (running max m and sum l per row, the output rescaled by exp(m_old - m_new) when
+// the max grows); p.V accumulated into `out` 16 dims at a time. A query token's heads share one
+// causal limit, so no masked work beyond its last block.
+constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kMaxTokens = 64;  // per pass over the keys (more: several passes)
+constexpr int64_t kMaxGroup = 16;   // query heads per KV head
+
+// e^x for 4 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
+// times 2^n built in the exponent bits. Inputs below -87 give ~0 (the caller masks true zeros);
+// inputs here are <= 0 (scores minus their running max).
+inline float32x4_t Exp4(float32x4_t x) {
+  x = vmaxq_f32(x, vdupq_n_f32(-87.0f));
+  const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+  float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t p = vdupq_n_f32(1.3981999507e-3f);
+  p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+  p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
+  // 2^n for n in [-126, 0]: (n + 127) << 23 as the float's bits.
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+// Scores of R <= 4 query heads against keys [k0, k0 + 16) of a transposed block kt (head_dim rows
+// of 64 floats): s[r][k0 + 0..16) = scale * q_r . k.
+template <int R>
+inline void QuarterBlockScores(const float* const* qh, const float* kt, int64_t k0, int64_t head_dim, float scale,
+                               float (*s)[kKeyBlock]) {
+  float32x4_t acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) acc[r][i] = vdupq_n_f32(0.0f);
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float* kd = kt + d * kKeyBlock + k0;
+    const float32x4_t ka = vld1q_f32(kd), kb = vld1q_f32(kd + 4), kc = vld1q_f32(kd + 8), kdd = vld1q_f32(kd + 12);
+    for (int r = 0; r < R; ++r) {
+      const float qv = qh[r][d];
+      acc[r][0] = vfmaq_n_f32(acc[r][0], ka, qv);
+      acc[r][1] = vfmaq_n_f32(acc[r][1], kb, qv);
+      acc[r][2] = vfmaq_n_f32(acc[r][2], kc, qv);
+      acc[r][3] = vfmaq_n_f32(acc[r][3], kdd, qv);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) vst1q_f32(s[r] + k0 + 4 * i, vmulq_n_f32(acc[r][i], scale));
+}
+
+// o_r[0..16) = o_r * corr[r] + sum_k p[r][k] v_k[0..16) for R <= 4 rows, nv keys (v rows kv_stride apart).
+template <int R>
+inline void BlockPv16(float* const* o, const float (*p)[kKeyBlock], const float* corr, const float* v,
+                      int64_t kv_stride, int64_t nv) {
+  float32x4_t acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int z = 0; z < 4; ++z) acc[r][z] = vmulq_n_f32(vld1q_f32(o[r] + 4 * z), corr[r]);
+  for (int64_t k = 0; k < nv; ++k, v += kv_stride) {
+    const float32x4_t va = vld1q_f32(v), vb = vld1q_f32(v + 4), vc = vld1q_f32(v + 8), vd = vld1q_f32(v + 12);
+    for (int r = 0; r < R; ++r) {
+      const float pk = p[r][k];
+      acc[r][0] = vfmaq_n_f32(acc[r][0], va, pk);
+      acc[r][1] = vfmaq_n_f32(acc[r][1], vb, pk);
+      acc[r][2] = vfmaq_n_f32(acc[r][2], vc, pk);
+      acc[r][3] = vfmaq_n_f32(acc[r][3], vd, pk);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int z = 0; z < 4; ++z) vst1q_f32(o[r] + 4 * z, acc[r][z]);
+}
+
+// One block of keys [kb, kb + nv) for R heads of one token: scores, online-softmax update of
+// m/l, rescale + accumulate the outputs.
+template <int R>
+void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, const float* kt, const float* v,
+                 int64_t kv_stride, int64_t nv, int64_t head_dim, float scale) {
+  alignas(16) float s[R][kKeyBlock];
+  for (int64_t k0 = 0; k0 < nv; k0 += 16) QuarterBlockScores<R>(qh, kt, k0, head_dim, scale, s);
+  float corr[R];
+  for (int r = 0; r < R; ++r) {
+    for (int64_t i = nv; i < kKeyBlock; ++i) s[r][i] = -INFINITY;  // keys past the limit
+    float32x4_t vmax = vdupq_n_f32(-INFINITY);
+    for (int64_t i = 0; i < kKeyBlock; i += 4) vmax = vmaxq_f32(vmax, vld1q_f32(s[r] + i));
+    const float m_new = std::max(m[r], vmaxvq_f32(vmax));
+    corr[r] = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
+    const float32x4_t vm = vdupq_n_f32(m_new);
+    float32x4_t vsum = vdupq_n_f32(0.0f);
+    for (int64_t i = 0; i < nv; i += 4) {
+      const float32x4_t si = vld1q_f32(s[r] + i);
+      float32x4_t e = Exp4(vsubq_f32(si, vm));
+      // masked keys (s = -inf): exactly 0
+      e = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(e), vmvnq_u32(vceqq_f32(si, vdupq_n_f32(-INFINITY)))));
+      vst1q_f32(s[r] + i, e);
+      vsum = vaddq_f32(vsum, e);
+    }
+    l[r] = l[r] * corr[r] + vaddvq_f32(vsum);
+    m[r] = m_new;
+  }
+  float* oz[R];
+  for (int64_t d = 0; d < head_dim; d += 16) {
+    for (int r = 0; r < R; ++r) oz[r] = o[r] + d;
+    BlockPv16<R>(oz, s, corr, v + d, kv_stride, nv);
+  }
+}
+
+// head_dim % 16 == 0, head_dim <= kMaxHeadDim, n_head / n_head_kv <= kMaxGroup (AttentionPrefillSupports).
+void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
+                      int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
+                      int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
+  const int64_t group = n_head / n_head_kv;
+  const int64_t kv_stride = n_head_kv * head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (t_end - t_begin > kMaxTokens) {  // bounded stack state: in chunks of tokens
+    for (int64_t t = t_begin; t < t_end; t += kMaxTokens) {
+      AttentionPrefill(q, q_stride, k_cache, v_cache, pos, n_head, n_head_kv, head_dim, out, out_stride, t,
+                       std::min(t_end, t + kMaxTokens), kvh_begin, kvh_end);
+    }
+    return;
+  }
+  alignas(16) float kt[kMaxHeadDim * kKeyBlock];
+  // Running max and sum per (token, head) row of this call.
+  float m_buf[kMaxTokens * kMaxGroup], l_buf[kMaxTokens * kMaxGroup];
+  const int64_t n_rows = (t_end - t_begin) * group;
+  for (int64_t kvh = kvh_begin; kvh < kvh_end; ++kvh) {
+    for (int64_t i = 0; i < n_rows; ++i) m_buf[i] = -INFINITY, l_buf[i] = 0.0f;
+    for (int64_t t = t_begin; t < t_end; ++t)
+      std::memset(out + t * out_stride + kvh * group * head_dim, 0, static_cast<size_t>(group * head_dim) * sizeof(float));
+    const int64_t n_keys = pos + t_end;  // the last token sees rows 0 .. pos + t_end - 1
+    for (int64_t kb = 0; kb < n_keys; kb += kKeyBlock) {
+      const int64_t nk = std::min(kKeyBlock, n_keys - kb);
+      // Transpose K rows kb .. kb+nk of this head into kt[d][key]; missing keys are 0.
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* krow = k_cache + (kb + j) * kv_stride + kvh * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = krow[d];
+      }
+      for (int64_t j = nk; j < kKeyBlock; ++j)
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = 0.0f;
+      const float* vb = v_cache + kb * kv_stride + kvh * head_dim;
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        const int64_t limit = pos + t + 1;  // visible keys
+        if (kb >= limit) continue;
+        const int64_t nv = std::min(nk, limit - kb);
+        for (int64_t h0 = 0; h0 < group; h0 += 4) {
+          const int hc = static_cast<int>(std::min<int64_t>(4, group - h0));
+          const float* qh[4];
+          float* o[4];
+          for (int r = 0; r < hc; ++r) {
+            const int64_t h = kvh * group + h0 + r;
+            qh[r] = q + t * q_stride + h * head_dim;
+            o[r] = out + t * out_stride + h * head_dim;
+          }
+          const int64_t row = (t - t_begin) * group + h0;
+          float* m = m_buf + row;
+          float* l = l_buf + row;
+          switch (hc) {
+            case 4: BlockUpdate<4>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            case 3: BlockUpdate<3>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            case 2: BlockUpdate<2>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+            default: BlockUpdate<1>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
+          }
+        }
+      }
+    }
+    // Normalise: out = acc / l.
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      for (int64_t g = 0; g < group; ++g) {
+        float* o = out + t * out_stride + (kvh * group + g) * head_dim;
+        const float inv = 1.0f / l_buf[(t - t_begin) * group + g];
+        for (int64_t d = 0; d < head_dim; d += 4) vst1q_f32(o + d, vmulq_n_f32(vld1q_f32(o + d), inv));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const CpuKernels& NeonKernels() {
@@ -373,7 +631,9 @@ const CpuKernels& NeonKernels() {
     k.dense_gemv = DenseGemv;
     k.dense_gemm = DenseGemm;
     k.q8_gemv = Q8Gemv;
-    k.attention = AttentionHeads;  // norm_quantize, attention_prefill: none yet (callers fall back)
+    k.attention = AttentionHeads;
+    k.attention_prefill = AttentionPrefill;
+    k.norm_quantize = NormQuantize;
     return k;
   }();
   return table;
