@@ -442,16 +442,11 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 }
 
 // ---- attention over a batch of query tokens (prefill) ------------------------------------------
-// The AVX-512 kernel's scheme (cpu_avx512.cc) in 4-float vectors: keys in blocks of 64, each
-// block's K transposed once into a stack tile (head_dim x 64) and reused by every query token and
-// every query head of the KV head; scores 16 keys x up to 4 heads at a time (16 accumulators);
-// online softmax (running max m and sum l per row, the output rescaled by exp(m_old - m_new) when
-// the max grows); p.V accumulated into `out` 16 dims at a time. A query token's heads share one
-// causal limit, so no masked work beyond its last block.
-constexpr int64_t kKeyBlock = 64;
-constexpr int64_t kMaxHeadDim = 256;
-constexpr int64_t kMaxTokens = 64;  // per pass over the keys (more: several passes)
-constexpr int64_t kMaxGroup = 16;   // query heads per KV head
+// The driver (blocks of 64 keys, K transposed once per block, online softmax) is shared by the
+// paths: attention_prefill.inc. Here one block for up to 4 heads of one token in 4-float vectors:
+// scores 16 keys x up to 4 heads at a time (16 accumulators), p.V accumulated into `out` 16 dims
+// at a time.
+#include "engine/kernels/attention_prefill.inc"
 
 // e^x for 4 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
 // times 2^n built in the exponent bits. Inputs below -87 give ~0 (the caller masks true zeros);
@@ -550,73 +545,20 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
   }
 }
 
-// head_dim % 16 == 0, head_dim <= kMaxHeadDim, n_head / n_head_kv <= kMaxGroup (AttentionPrefillSupports).
 void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
                       int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
-  const int64_t group = n_head / n_head_kv;
-  const int64_t kv_stride = n_head_kv * head_dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  if (t_end - t_begin > kMaxTokens) {  // bounded stack state: in chunks of tokens
-    for (int64_t t = t_begin; t < t_end; t += kMaxTokens) {
-      AttentionPrefill(q, q_stride, k_cache, v_cache, pos, n_head, n_head_kv, head_dim, out, out_stride, t,
-                       std::min(t_end, t + kMaxTokens), kvh_begin, kvh_end);
+  auto block_update = [](int hc, const float* const* qh, float* const* o, float* m, float* l, const float* kt,
+                         const float* v, int64_t kv_stride, int64_t nv, int64_t head_dim, float scale) {
+    switch (hc) {
+      case 4: BlockUpdate<4>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
+      case 3: BlockUpdate<3>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
+      case 2: BlockUpdate<2>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
+      default: BlockUpdate<1>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
     }
-    return;
-  }
-  alignas(16) float kt[kMaxHeadDim * kKeyBlock];
-  // Running max and sum per (token, head) row of this call.
-  float m_buf[kMaxTokens * kMaxGroup], l_buf[kMaxTokens * kMaxGroup];
-  const int64_t n_rows = (t_end - t_begin) * group;
-  for (int64_t kvh = kvh_begin; kvh < kvh_end; ++kvh) {
-    for (int64_t i = 0; i < n_rows; ++i) m_buf[i] = -INFINITY, l_buf[i] = 0.0f;
-    for (int64_t t = t_begin; t < t_end; ++t)
-      std::memset(out + t * out_stride + kvh * group * head_dim, 0, static_cast<size_t>(group * head_dim) * sizeof(float));
-    const int64_t n_keys = pos + t_end;  // the last token sees rows 0 .. pos + t_end - 1
-    for (int64_t kb = 0; kb < n_keys; kb += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, n_keys - kb);
-      // Transpose K rows kb .. kb+nk of this head into kt[d][key]; missing keys are 0.
-      for (int64_t j = 0; j < nk; ++j) {
-        const float* krow = k_cache + (kb + j) * kv_stride + kvh * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = krow[d];
-      }
-      for (int64_t j = nk; j < kKeyBlock; ++j)
-        for (int64_t d = 0; d < head_dim; ++d) kt[d * kKeyBlock + j] = 0.0f;
-      const float* vb = v_cache + kb * kv_stride + kvh * head_dim;
-      for (int64_t t = t_begin; t < t_end; ++t) {
-        const int64_t limit = pos + t + 1;  // visible keys
-        if (kb >= limit) continue;
-        const int64_t nv = std::min(nk, limit - kb);
-        for (int64_t h0 = 0; h0 < group; h0 += 4) {
-          const int hc = static_cast<int>(std::min<int64_t>(4, group - h0));
-          const float* qh[4];
-          float* o[4];
-          for (int r = 0; r < hc; ++r) {
-            const int64_t h = kvh * group + h0 + r;
-            qh[r] = q + t * q_stride + h * head_dim;
-            o[r] = out + t * out_stride + h * head_dim;
-          }
-          const int64_t row = (t - t_begin) * group + h0;
-          float* m = m_buf + row;
-          float* l = l_buf + row;
-          switch (hc) {
-            case 4: BlockUpdate<4>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
-            case 3: BlockUpdate<3>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
-            case 2: BlockUpdate<2>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
-            default: BlockUpdate<1>(qh, o, m, l, kt, vb, kv_stride, nv, head_dim, scale); break;
-          }
-        }
-      }
-    }
-    // Normalise: out = acc / l.
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      for (int64_t g = 0; g < group; ++g) {
-        float* o = out + t * out_stride + (kvh * group + g) * head_dim;
-        const float inv = 1.0f / l_buf[(t - t_begin) * group + g];
-        for (int64_t d = 0; d < head_dim; d += 4) vst1q_f32(o + d, vmulq_n_f32(vld1q_f32(o + d), inv));
-      }
-    }
-  }
+  };
+  AttentionPrefillDriver(q, q_stride, k_cache, v_cache, pos, n_head, n_head_kv, head_dim, out, out_stride, t_begin,
+                         t_end, kvh_begin, kvh_end, block_update);
 }
 
 }  // namespace
