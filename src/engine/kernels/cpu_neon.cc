@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "engine/common/fp16.h"
@@ -548,14 +549,9 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
 void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
                       int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
-  auto block_update = [](int hc, const float* const* qh, float* const* o, float* m, float* l, const float* kt,
+  auto block_update = [](auto heads, const float* const* qh, float* const* o, float* m, float* l, const float* kt,
                          const float* v, int64_t kv_stride, int64_t nv, int64_t head_dim, float scale) {
-    switch (hc) {
-      case 4: BlockUpdate<4>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
-      case 3: BlockUpdate<3>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
-      case 2: BlockUpdate<2>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
-      default: BlockUpdate<1>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale); break;
-    }
+    BlockUpdate<decltype(heads)::value>(qh, o, m, l, kt, v, kv_stride, nv, head_dim, scale);
   };
   AttentionPrefillDriver(q, q_stride, k_cache, v_cache, pos, n_head, n_head_kv, head_dim, out, out_stride, t_begin,
                          t_end, kvh_begin, kvh_end, block_update);
