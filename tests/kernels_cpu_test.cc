@@ -287,7 +287,7 @@ TEST_P(CpuKernelsTest, DenseGemvMatchesReference) {
 TEST_P(CpuKernelsTest, DenseGemmEqualsGemvExactly) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (TensorType type : {TensorType::kF16, TensorType::kF32, TensorType::kQ8_0}) {
-    for (int64_t n_in : {1, 7, 32, 45, 96, 300}) {
+    for (int64_t n_in : {1, 7, 32, 45, 96, 300, 600}) {
       if (type == TensorType::kQ8_0 && n_in % 32 != 0) continue;
       const int64_t n_rows = 77;
       const uint64_t row_bytes = type == TensorType::kF16   ? 2 * n_in
@@ -312,7 +312,7 @@ TEST_P(CpuKernelsTest, DenseGemmEqualsGemvExactly) {
         }
       }
       const DenseView w{type, base, n_in, n_rows, row_bytes};
-      for (int64_t n_x : {1, 2, 5, 8}) {
+      for (int64_t n_x : {1, 2, 5, 8, 11}) {
         const int64_t x_stride = n_in + 3;
         std::vector<float> x(static_cast<size_t>(n_x * x_stride + 1));
         for (float& v : x) v = normal(rng_);

@@ -213,13 +213,62 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
 }
 
 // ---- ternary GEMM (prefill) ---------------------------------------------------------------------
-// Few tokens (batched decode: one token per sequence): one row's block unpacked once into four
-// code registers and reused by T <= 8 tokens (the activations as vpmaddubsw's memory operand), the
-// row read as one sequential stream. Per token an int16 accumulator takes up to 8 blocks (|lane| <=
-// 8 x 4 x 768 = 24576 < 2^15, even for code 3), then is widened into an int32 partial sum.
+// Few tokens (batched decode: one token per sequence): the rows read as sequential streams and
+// unpacked in registers. Two rows x up to 4 tokens: per 32 values, each row's codes unpacked once
+// (shift, and) and each token's activations loaded once for both rows, 8 vpmaddubsw + 8 int16 adds
+// (all 16 ymm registers). Before, one row x 8 tokens with the activations as vpmaddubsw's memory
+// operand (one load per multiply): GemmRow below, now only for an odd last row. 8 tokens, one
+// thread, Zen 3: 46-75 -> 57-94 GMAC/s at n_in 2560, 60-86 -> 67-105 at 6912 (alternated runs of
+// a standalone copy, bench/RESULTS.md, eighth session). An int16 accumulator takes up to 8 blocks
+// (|lane| <= 8 x 4 x 768 = 24576 < 2^15, even for code 3), then is widened into an int32 sum.
+constexpr int64_t kWidenBlocks = 8;
+
+inline __m256i MaddubsAddReg(__m256i acc, __m256i c, __m256i q) {
+  __m256i product;
+  __asm__("vpmaddubsw %3, %2, %1\n\tvpaddw %1, %0, %0" : "+x"(acc), "=&x"(product) : "x"(c), "x"(q));
+  return acc;
+}
+
+// Rows row and row + row_bytes, T <= 4 tokens: out[r * 4 + t] = row r . token t (integer dot).
+template <int T>
+inline void GemmRowPair(const uint8_t* row, int64_t row_bytes, const int8_t* q, int64_t q_stride, int64_t blocks,
+                        int32_t* out) {
+  const __m256i three = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+  __m256i wide[2][T];
+  for (int r = 0; r < 2; ++r)
+    for (int t = 0; t < T; ++t) wide[r][t] = _mm256_setzero_si256();
+  for (int64_t j0 = 0; j0 < blocks; j0 += kWidenBlocks) {
+    const int64_t j1 = std::min(blocks, j0 + kWidenBlocks);
+    __m256i acc[2][T];
+    for (int r = 0; r < 2; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_si256();
+    for (int64_t j = j0; j < j1; ++j) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + row_bytes + 32 * j));
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const int shift = 6 - 2 * k;
+        const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(w0, shift), three);
+        const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(w1, shift), three);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + t * q_stride + 128 * j + 32 * k));
+          acc[0][t] = MaddubsAddReg(acc[0][t], c0, qv);
+          acc[1][t] = MaddubsAddReg(acc[1][t], c1, qv);
+        }
+      }
+    }
+    for (int r = 0; r < 2; ++r)
+      for (int t = 0; t < T; ++t) wide[r][t] = _mm256_add_epi32(wide[r][t], _mm256_madd_epi16(acc[r][t], ones));
+  }
+  for (int r = 0; r < 2; ++r)
+    for (int t = 0; t < T; ++t) out[r * 4 + t] = HsumEpi32(wide[r][t]);
+}
+
+// One row, T tokens: the row's block unpacked once into four code registers, the activations as
+// vpmaddubsw's memory operand.
 template <int T>
 inline void GemmRow(const uint8_t* row, const int8_t* q, int64_t q_stride, int64_t blocks, int32_t* out) {
-  constexpr int64_t kWidenBlocks = 8;
   const __m256i three = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
   __m256i wide[T];
   for (int t = 0; t < T; ++t) wide[t] = _mm256_setzero_si256();
@@ -260,8 +309,8 @@ constexpr int kTileTokens = 4;
 constexpr int64_t kPanelRows = 12;
 constexpr int64_t kChunk = 1024;
 constexpr int64_t kScratchBytes = 128 * 1024;
-// Below this many tokens the unpack-to-scratch pass costs more than it saves: GemmRow unpacks in
-// registers instead.
+// Below this many tokens the unpack-to-scratch pass costs more than it saves: GemmRowPair unpacks
+// in registers instead.
 constexpr int64_t kScratchMinTokens = 16;
 
 // One I2_S row (blocks x 32 bytes) -> blocks x 128 u8 codes in activation order.
@@ -387,11 +436,32 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
     return;
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
+  auto store = [&](int64_t r, int64_t t, int tc, const int32_t* dot) {
+    for (int k = 0; k < tc; ++k)
+      y[(t + k) * y_stride + r] = static_cast<float>(dot[k] - q_sums[t + k]) * w.scale / act_scales[t + k];
+  };
+  // Tokens in blocks of kTokenBlock (their activations stay cached while the rows stream past).
   constexpr int64_t kTokenBlock = 32;
   int32_t dot[8];
   for (int64_t tb = 0; tb < n_tok; tb += kTokenBlock) {
     const int64_t te = std::min(n_tok, tb + kTokenBlock);
-    for (int64_t r = row_begin; r < row_end; ++r) {
+    int64_t r = row_begin;
+    for (; r + 2 <= row_end; r += 2) {
+      const uint8_t* row = w.codes + r * row_bytes;
+      for (int64_t t = tb; t < te; t += 4) {
+        const int tc = static_cast<int>(std::min<int64_t>(4, te - t));
+        const int8_t* qt = q + t * q_stride;
+        switch (tc) {
+          case 4: GemmRowPair<4>(row, row_bytes, qt, q_stride, blocks, dot); break;
+          case 3: GemmRowPair<3>(row, row_bytes, qt, q_stride, blocks, dot); break;
+          case 2: GemmRowPair<2>(row, row_bytes, qt, q_stride, blocks, dot); break;
+          default: GemmRowPair<1>(row, row_bytes, qt, q_stride, blocks, dot); break;
+        }
+        store(r, t, tc, dot);
+        store(r + 1, t, tc, dot + 4);
+      }
+    }
+    for (; r < row_end; ++r) {
       const uint8_t* row = w.codes + r * row_bytes;
       for (int64_t t = tb; t < te; t += 8) {
         const int tc = static_cast<int>(std::min<int64_t>(8, te - t));
@@ -406,8 +476,7 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
           case 2: GemmRow<2>(row, qt, q_stride, blocks, dot); break;
           default: GemmRow<1>(row, qt, q_stride, blocks, dot); break;
         }
-        for (int k = 0; k < tc; ++k)
-          y[(t + k) * y_stride + r] = static_cast<float>(dot[k] - q_sums[t + k]) * w.scale / act_scales[t + k];
+        store(r, t, tc, dot);
       }
     }
   }
@@ -420,9 +489,8 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 // pair sees the same operations in the same order whatever R and V are, so the GEMV (R = 4, V = 1:
 // four rows share each activation load; on Zen 3, one thread, 2560 x 32768 from DRAM, 14.7-17.3 ms
 // against 16.0-19.0 for one row at a time: unlike the ternary GEMV's short rows, four streams of
-// 5 KB rows keep the prefetcher busy) and the batched head (R = 2 x V = 3: 12 accumulators, each
-// converted row used by three vectors) give bit-identical results: batched decode does not change
-// any sequence's logits.
+// 5 KB rows keep the prefetcher busy) and the batched head below (the same two chains per pair,
+// reorganised) give bit-identical results: batched decode does not change any sequence's logits.
 template <bool kF16>
 inline __m256 DenseLoad(const uint8_t* row, int64_t c) {
   if constexpr (kF16) {
@@ -492,31 +560,123 @@ void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, 
   DenseMatVec(w, x, y, row_begin, row_end);
 }
 
-// Batched LM head: rows in blocks of kDenseBlock (F16: 160 KB at n_in 2560, L2-resident); every
-// tile of up to kDenseTile vectors runs over the whole block before the next, so the block comes
-// from DRAM once and from L2 for the later tiles. (Before: each block converted to an f32 copy,
-// then one vector at a time over it: 8 vectors x 32768 rows took 65.8 ms on Zen 3, one thread.)
+// Batched LM head, F16, up to kHeadVectors vectors per pass. Same sums as the GEMV, reorganised:
+// a (row, vector) pair's two accumulators are independent chains (columns 16j..16j+7 and
+// 16j+8..16j+15), so each runs on its own, 3 rows x 4 vectors = 12 chains in registers (one
+// FMA each per 16 columns, enough to cover the FMA latency; 3 conversions and 4 activation loads
+// per 12 FMAs). Columns go in chunks of kHeadChunk, so the 8 vectors' slices stay in L1; between
+// chunks a chain lives in `state` (stored and reloaded unchanged: same values, same order). Rows go
+// in blocks of kHeadBlock; while a block is computed (from L2) the next one, a contiguous region,
+// is prefetched in order, a share per step. Before: 2 rows x 3 vectors with both chains in
+// registers, each block re-read from L2 per 3 vectors and fetched by the hardware alone; 8 vectors
+// x 32768 rows, one thread, Zen 3: 43-55 ms, now 27-40 ms (bench/RESULTS.md, eighth session).
+constexpr int64_t kHeadVectors = 8, kHeadChunk = 256, kHeadBlock = 18, kHeadRows = 3, kHeadTile = 4;
+constexpr int64_t kStateRow = kHeadVectors * 8;  // floats per row of one chain's state
+
+// One chain of R rows x V vectors over columns c, c + 16, ... < end; state holds its accumulators
+// (rows kStateRow floats apart, vectors 8 apart).
+template <int R, int V>
+inline void HeadChain(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t x_stride, int64_t c, int64_t end,
+                      float* state) {
+  __m256 acc[R][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_load_ps(state + r * kStateRow + v * 8);
+  for (; c < end; c += 16) {
+    __m256 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = DenseLoad<true>(w0 + r * row_bytes, c);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      __m256 xv = _mm256_loadu_ps(x + v * x_stride + c);
+      if constexpr (R > 1) asm("" : "+x"(xv));  // one load per vector: GCC would fold it into each row's FMA
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][v] = _mm256_fmadd_ps(wv[r], xv, acc[r][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) _mm256_store_ps(state + r * kStateRow + v * 8, acc[r][v]);
+}
+
+template <int R>
+inline void HeadChainAll(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t x_stride, int64_t n_x,
+                         int64_t c, int64_t end, float* state) {
+  for (int64_t v = 0; v < n_x; v += kHeadTile) {
+    const float* xv = x + v * x_stride;
+    float* sv = state + v * 8;
+    switch (std::min(kHeadTile, n_x - v)) {
+      case 4: HeadChain<R, 4>(w0, row_bytes, xv, x_stride, c, end, sv); break;
+      case 3: HeadChain<R, 3>(w0, row_bytes, xv, x_stride, c, end, sv); break;
+      case 2: HeadChain<R, 2>(w0, row_bytes, xv, x_stride, c, end, sv); break;
+      default: HeadChain<R, 1>(w0, row_bytes, xv, x_stride, c, end, sv); break;
+    }
+  }
+}
+
+// Up to kHeadVectors vectors, rows [row_begin, row_end).
+void DenseHeadF16(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys,
+                  int64_t row_begin, int64_t row_end) {
+  alignas(32) float state[2][kHeadBlock][kStateRow];
+  const int64_t n = w.n_in, n16 = n / 16 * 16;
+  const int64_t steps = std::max<int64_t>(1, (n16 + kHeadChunk - 1) / kHeadChunk * ((kHeadBlock + kHeadRows - 1) / kHeadRows));
+  for (int64_t b = row_begin; b < row_end; b += kHeadBlock) {
+    const int64_t e = std::min(row_end, b + kHeadBlock), rows = e - b;
+    std::memset(state, 0, sizeof(state));
+    const char* prefetch = reinterpret_cast<const char*>(w.data + e * w.row_bytes);
+    const char* prefetch_end = reinterpret_cast<const char*>(w.data + std::min(row_end, e + kHeadBlock) * w.row_bytes);
+    const int64_t lines_per_step = ((prefetch_end - prefetch) / 64 + steps - 1) / steps;
+    for (int64_t c0 = 0; c0 < n16; c0 += kHeadChunk) {
+      const int64_t c1 = std::min(n16, c0 + kHeadChunk);
+      for (int64_t r = 0; r < rows; r += kHeadRows) {
+        for (int64_t i = 0; i < lines_per_step && prefetch < prefetch_end; ++i, prefetch += 64)
+          _mm_prefetch(prefetch, _MM_HINT_T1);
+        const uint8_t* w0 = w.data + (b + r) * w.row_bytes;
+        for (int h = 0; h < 2; ++h) {
+          float* st = &state[h][r][0];
+          if (r + kHeadRows <= rows) {
+            HeadChainAll<kHeadRows>(w0, w.row_bytes, x, x_stride, n_x, c0 + 8 * h, c1, st);
+          } else {
+            for (int64_t q = r; q < rows; ++q, st += kStateRow)
+              HeadChainAll<1>(w0 + (q - r) * w.row_bytes, w.row_bytes, x, x_stride, n_x, c0 + 8 * h, c1, st);
+          }
+        }
+      }
+    }
+    // The GEMV's ending: an 8-column tail into the first chain, the lane sum, a scalar tail.
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = w.data + (b + r) * w.row_bytes;
+      for (int64_t v = 0; v < n_x; ++v) {
+        const float* xv = x + v * x_stride;
+        __m256 acc0 = _mm256_load_ps(&state[0][r][v * 8]);
+        const __m256 acc1 = _mm256_load_ps(&state[1][r][v * 8]);
+        int64_t c = n16;
+        if (c + 8 <= n) {
+          acc0 = _mm256_fmadd_ps(DenseLoad<true>(row, c), _mm256_loadu_ps(xv + c), acc0);
+          c += 8;
+        }
+        float s = HsumPs(_mm256_add_ps(acc0, acc1));
+        for (; c < n; ++c) {
+          uint16_t h;
+          std::memcpy(&h, row + 2 * c, 2);
+          s = std::fma(_cvtsh_ss(h), xv[c], s);
+        }
+        ys[v][b + r] = s;
+      }
+    }
+  }
+}
+
 void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x, float* const* ys, int64_t row_begin,
                int64_t row_end) {
   if (w.type != TensorType::kF16 || n_x == 1) {
     for (int64_t i = 0; i < n_x; ++i) DenseGemv(w, x + i * x_stride, ys[i], row_begin, row_end);
     return;
   }
-  constexpr int kTileRows = 2;
-  constexpr int64_t kDenseTile = 3;
-  constexpr int64_t kDenseBlock = 32;
-  for (int64_t b = row_begin; b < row_end; b += kDenseBlock) {
-    const int64_t e = std::min(row_end, b + kDenseBlock);
-    for (int64_t i = 0; i < n_x; i += kDenseTile) {
-      const float* xi = x + i * x_stride;
-      float* const* yi = ys + i;
-      switch (std::min(kDenseTile, n_x - i)) {
-        case 3: DenseRowsAll<kTileRows, 3, true>(w, xi, x_stride, yi, b, e); break;
-        case 2: DenseRowsAll<kTileRows, 2, true>(w, xi, x_stride, yi, b, e); break;
-        default: DenseRowsAll<kTileRows, 1, true>(w, xi, x_stride, yi, b, e); break;
-      }
-    }
-  }
+  for (int64_t i = 0; i < n_x; i += kHeadVectors)
+    DenseHeadF16(w, x + i * x_stride, x_stride, std::min(kHeadVectors, n_x - i), ys + i, row_begin, row_end);
 }
 
 // ---- 8-bit GEMV (optional quantised LM head) --------------------------------------------------------
