@@ -36,7 +36,7 @@ bool SpinFor(int64_t micros, Done done) {
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -67,24 +67,33 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     job_ = &fn;
     job_n_ = n;
     job_grain_ = grain;
+    job_chunks_ = static_cast<int>(std::min<int64_t>((n + grain - 1) / grain, int64_t{parts} * kChunksPerThread));
+    next_chunk_.store(0, std::memory_order_relaxed);
     pending_ = static_cast<int>(workers_.size());
     ++generation_;
   }
   work_cv_.notify_all();
-  int64_t begin, end;
-  ChunkRange(n, grain, parts, 0, &begin, &end);
-  if (begin < end) fn(begin, end);
+  RunChunks(fn, n, grain, job_chunks_);
   SpinFor(kSpinMicros, [this] { return pending_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [this] { return pending_ == 0; });
   job_ = nullptr;
 }
 
-void ThreadPool::WorkerLoop(int index) {
+void ThreadPool::RunChunks(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain, int chunks) {
+  for (int c; (c = next_chunk_.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+    int64_t begin, end;
+    ChunkRange(n, grain, chunks, c, &begin, &end);
+    if (begin < end) fn(begin, end);
+  }
+}
+
+void ThreadPool::WorkerLoop() {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t, int64_t)>* job;
     int64_t n, grain;
+    int chunks;
     SpinFor(kSpinMicros, [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -94,10 +103,9 @@ void ThreadPool::WorkerLoop(int index) {
       job = job_;
       n = job_n_;
       grain = job_grain_;
+      chunks = job_chunks_;
     }
-    int64_t begin, end;
-    ChunkRange(n, grain, n_threads(), index, &begin, &end);
-    if (begin < end) (*job)(begin, end);
+    RunChunks(*job, n, grain, chunks);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--pending_ == 0) done_cv_.notify_one();

@@ -27,17 +27,21 @@ class ThreadPool {
 
   int n_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Splits [0, n) into one contiguous chunk per thread (chunks rounded to `grain`) and runs
-  // fn(begin, end) on each; returns when all are done. Not re-entrant.
+  // Splits [0, n) into up to kChunksPerThread contiguous chunks per thread (rounded to `grain`)
+  // and runs fn(begin, end) on each, every thread taking the next unclaimed chunk until none is
+  // left (a thread slowed by anything, another process on its core included, takes fewer);
+  // returns when all are done. fn may run several times on one thread. Not re-entrant.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
   // Default thread count: the number of cores this process may run on.
   static int DefaultThreads();
 
  private:
-  void WorkerLoop(int index);
+  void WorkerLoop();
+  void RunChunks(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain, int chunks);
 
   static constexpr int64_t kSpinMicros = 50;
+  static constexpr int64_t kChunksPerThread = 4;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -46,6 +50,8 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
+  int job_chunks_ = 0;
+  std::atomic<int> next_chunk_{0};
   // Written under mutex_; atomic so that the spinning phases can read them without it.
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
