@@ -576,9 +576,10 @@ void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, 
 // per 12 FMAs). Columns go in chunks of kHeadChunk, so the 8 vectors' slices stay in L1; between
 // chunks a chain lives in `state` (stored and reloaded unchanged: same values, same order). Rows go
 // in blocks of kHeadBlock; while a block is computed (from L2) the next one, a contiguous region,
-// is prefetched in order, a share per step. Before: 2 rows x 3 vectors with both chains in
+// is prefetched in order, a share (~12 lines) before each chain pass (a share twice as large per
+// row triple: 28.6-34.9 against 26.6-28.1 ms). Before: 2 rows x 3 vectors with both chains in
 // registers, each block re-read from L2 per 3 vectors and fetched by the hardware alone; 8 vectors
-// x 32768 rows, one thread, Zen 3: 43-55 ms, now 27-40 ms (bench/RESULTS.md, eighth session).
+// x 32768 rows, one thread, Zen 3: 43-55 ms, now 27-35 ms (bench/RESULTS.md, eighth session).
 constexpr int64_t kHeadVectors = 8, kHeadChunk = 256, kHeadBlock = 18, kHeadRows = 3, kHeadTile = 4;
 constexpr int64_t kStateRow = kHeadVectors * 8;  // floats per row of one chain's state
 
@@ -630,7 +631,7 @@ void DenseHeadF16(const DenseView& w, const float* x, int64_t x_stride, int64_t 
                   int64_t row_begin, int64_t row_end) {
   alignas(32) float state[2][kHeadBlock][kStateRow];
   const int64_t n = w.n_in, n16 = n / 16 * 16;
-  const int64_t steps = std::max<int64_t>(1, (n16 + kHeadChunk - 1) / kHeadChunk * ((kHeadBlock + kHeadRows - 1) / kHeadRows));
+  const int64_t steps = std::max<int64_t>(1, 2 * (n16 + kHeadChunk - 1) / kHeadChunk * ((kHeadBlock + kHeadRows - 1) / kHeadRows));
   for (int64_t b = row_begin; b < row_end; b += kHeadBlock) {
     const int64_t e = std::min(row_end, b + kHeadBlock), rows = e - b;
     std::memset(state, 0, sizeof(state));
@@ -640,10 +641,10 @@ void DenseHeadF16(const DenseView& w, const float* x, int64_t x_stride, int64_t 
     for (int64_t c0 = 0; c0 < n16; c0 += kHeadChunk) {
       const int64_t c1 = std::min(n16, c0 + kHeadChunk);
       for (int64_t r = 0; r < rows; r += kHeadRows) {
-        for (int64_t i = 0; i < lines_per_step && prefetch < prefetch_end; ++i, prefetch += 64)
-          _mm_prefetch(prefetch, _MM_HINT_T1);
         const uint8_t* w0 = w.data + (b + r) * w.row_bytes;
         for (int h = 0; h < 2; ++h) {
+          for (int64_t i = 0; i < lines_per_step && prefetch < prefetch_end; ++i, prefetch += 64)
+            _mm_prefetch(prefetch, _MM_HINT_T1);
           float* st = &state[h][r][0];
           if (r + kHeadRows <= rows) {
             HeadChainAll<kHeadRows>(w0, w.row_bytes, x, x_stride, n_x, c0 + 8 * h, c1, st);
