@@ -631,7 +631,9 @@ void DenseHeadF16(const DenseView& w, const float* x, int64_t x_stride, int64_t 
                   int64_t row_begin, int64_t row_end) {
   alignas(32) float state[2][kHeadBlock][kStateRow];
   const int64_t n = w.n_in, n16 = n / 16 * 16;
-  const int64_t steps = std::max<int64_t>(1, 2 * (n16 + kHeadChunk - 1) / kHeadChunk * ((kHeadBlock + kHeadRows - 1) / kHeadRows));
+  // Chain passes per full block: 2 chains x column chunks x row triples.
+  const int64_t chunks = (n16 + kHeadChunk - 1) / kHeadChunk, triples = (kHeadBlock + kHeadRows - 1) / kHeadRows;
+  const int64_t steps = std::max<int64_t>(1, 2 * chunks * triples);
   for (int64_t b = row_begin; b < row_end; b += kHeadBlock) {
     const int64_t e = std::min(row_end, b + kHeadBlock), rows = e - b;
     std::memset(state, 0, sizeof(state));
