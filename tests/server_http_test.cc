@@ -561,7 +561,7 @@ void PostAndHangUp(int port, const std::string& path, const json& body, std::chr
 // step or so, not when the whole answer would have been done.
 TEST_F(ServerLifecycleTest, NonStreamingDisconnectFreesSlot) {
   ServerOptions o = SmallOptions();
-  o.step_delay_ms = 20;  // 200 tokens would hold the slot 4 s
+  o.step_delay_ms = 40;  // 200 tokens would hold the slot 8 s
   Running s(o);
   auto probe = s.Client();
   const std::vector<std::pair<std::string, json>> requests = {
@@ -572,12 +572,14 @@ TEST_F(ServerLifecycleTest, NonStreamingDisconnectFreesSlot) {
     SCOPED_TRACE(path);
     const auto start = std::chrono::steady_clock::now();
     PostAndHangUp(s.port, path, body, std::chrono::milliseconds(300));
-    for (int i = 0; i < 300 && Metric(probe, "trinity_requests_running") != 0; ++i) {
+    for (int i = 0; i < 600 && Metric(probe, "trinity_requests_running") != 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     EXPECT_EQ(Metric(probe, "trinity_requests_running"), 0);
     const double freed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_LT(freed_s, 2.0);  // far less than the 4 s the whole answer takes
+    // Far less than the 8 s the whole answer takes (the bound leaves room for a loaded CI machine:
+    // 2 s of a 4 s answer failed once under ctest -j2).
+    EXPECT_LT(freed_s, 4.0);
     EXPECT_EQ(Metric(probe, "trinity_requests_total{outcome=\"cancelled\"}"), ++cancelled);
   }
   auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
