@@ -35,8 +35,8 @@ bool SpinFor(int64_t micros, Done done) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) {
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+ThreadPool::ThreadPool(int n_threads) : shares_(std::make_unique<Share[]>(static_cast<size_t>(std::max(1, n_threads)))) {
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -67,28 +67,40 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     job_ = &fn;
     job_n_ = n;
     job_grain_ = grain;
-    job_chunks_ = static_cast<int>(std::min<int64_t>((n + grain - 1) / grain, int64_t{parts} * kChunksPerThread));
-    next_chunk_.store(0, std::memory_order_relaxed);
+    // Small jobs (a few microseconds: the built-in model's) keep one chunk per thread.
+    const int64_t units = (n + grain - 1) / grain;
+    job_chunks_ = static_cast<int>(
+        std::min(units, std::clamp<int64_t>(units / kMinUnitsPerChunk, parts, int64_t{parts} * kChunksPerThread)));
+    for (int i = 0; i < parts; ++i) {  // thread i owns chunks [i * chunks / parts, (i + 1) * chunks / parts)
+      shares_[i].next.store(i * job_chunks_ / parts, std::memory_order_relaxed);
+      shares_[i].end = (i + 1) * job_chunks_ / parts;
+    }
     pending_ = static_cast<int>(workers_.size());
     ++generation_;
   }
   work_cv_.notify_all();
-  RunChunks(fn, n, grain, job_chunks_);
+  RunChunks(0, fn, n, grain, job_chunks_);
   SpinFor(kSpinMicros, [this] { return pending_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [this] { return pending_ == 0; });
   job_ = nullptr;
 }
 
-void ThreadPool::RunChunks(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain, int chunks) {
-  for (int c; (c = next_chunk_.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-    int64_t begin, end;
-    ChunkRange(n, grain, chunks, c, &begin, &end);
-    if (begin < end) fn(begin, end);
+void ThreadPool::RunChunks(int self, const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain,
+                           int chunks) {
+  const int parts = n_threads();
+  for (int k = 0; k < parts; ++k) {  // its own share first, then what is left of the others'
+    Share& share = shares_[(self + k) % parts];
+    if (k > 0 && share.next.load(std::memory_order_relaxed) >= share.end) continue;  // nothing left: no write
+    for (int c; (c = share.next.fetch_add(1, std::memory_order_relaxed)) < share.end;) {
+      int64_t begin, end;
+      ChunkRange(n, grain, chunks, c, &begin, &end);
+      if (begin < end) fn(begin, end);
+    }
   }
 }
 
-void ThreadPool::WorkerLoop() {
+void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t, int64_t)>* job;
@@ -105,7 +117,7 @@ void ThreadPool::WorkerLoop() {
       grain = job_grain_;
       chunks = job_chunks_;
     }
-    RunChunks(*job, n, grain, chunks);
+    RunChunks(index, *job, n, grain, chunks);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--pending_ == 0) done_cv_.notify_one();

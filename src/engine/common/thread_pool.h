@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -27,21 +28,30 @@ class ThreadPool {
 
   int n_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Splits [0, n) into up to kChunksPerThread contiguous chunks per thread (rounded to `grain`)
-  // and runs fn(begin, end) on each, every thread taking the next unclaimed chunk until none is
-  // left (a thread slowed by anything, another process on its core included, takes fewer);
-  // returns when all are done. fn may run several times on one thread. Not re-entrant.
+  // Splits [0, n) into up to kChunksPerThread contiguous chunks per thread (rounded to `grain`, at
+  // least kMinUnitsPerChunk grains each, at least one chunk per thread) and runs fn(begin, end) on each: every thread owns an equal run of chunks and takes them in
+  // order (an uncontended counter of its own), then takes what is still unclaimed of the other
+  // threads' runs (a thread slowed by anything, another process on its core included, ends up
+  // with fewer); returns when all are done. fn may run several times on one thread. Not
+  // re-entrant.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
   // Default thread count: the number of cores this process may run on.
   static int DefaultThreads();
 
  private:
-  void WorkerLoop();
-  void RunChunks(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain, int chunks);
+  // One thread's run of chunks: the next to take and the end (set before a job is published).
+  struct alignas(64) Share {
+    std::atomic<int> next{0};
+    int end = 0;
+  };
+
+  void WorkerLoop(int index);
+  void RunChunks(int self, const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain, int chunks);
 
   static constexpr int64_t kSpinMicros = 50;
   static constexpr int64_t kChunksPerThread = 4;
+  static constexpr int64_t kMinUnitsPerChunk = 16;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -51,7 +61,7 @@ class ThreadPool {
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
   int job_chunks_ = 0;
-  std::atomic<int> next_chunk_{0};
+  std::unique_ptr<Share[]> shares_;  // one per thread, the caller's first
   // Written under mutex_; atomic so that the spinning phases can read them without it.
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
