@@ -28,12 +28,12 @@ class ThreadPool {
 
   int n_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Splits [0, n) into up to kChunksPerThread contiguous chunks per thread (rounded to `grain`, at
-  // least kMinUnitsPerChunk grains each, at least one chunk per thread) and runs fn(begin, end) on each: every thread owns an equal run of chunks and takes them in
-  // order (an uncontended counter of its own), then takes what is still unclaimed of the other
-  // threads' runs (a thread slowed by anything, another process on its core included, ends up
-  // with fewer); returns when all are done. fn may run several times on one thread. Not
-  // re-entrant.
+  // Splits [0, n) into up to kChunksPerThread contiguous chunks per thread (rounded to `grain`,
+  // at least kMinUnitsPerChunk grains each, at least one chunk per thread) and runs fn(begin,
+  // end) on each: every thread owns an equal run of chunks and takes them in order (an
+  // uncontended counter of its own), then takes what is still unclaimed of the other threads'
+  // runs (a thread slowed by anything, another process on its core included, ends up with
+  // fewer); returns when all are done. fn may run several times on one thread. Not re-entrant.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
   // Default thread count: the number of cores this process may run on.

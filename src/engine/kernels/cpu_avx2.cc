@@ -213,14 +213,14 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
 }
 
 // ---- ternary GEMM (prefill) ---------------------------------------------------------------------
-// Few tokens (batched decode: one token per sequence): the rows read as sequential streams and
-// unpacked in registers. Two rows x up to 4 tokens: per 32 values, each row's codes unpacked once
-// (shift, and) and each token's activations loaded once for both rows, 8 vpmaddubsw + 8 int16 adds
-// (all 16 ymm registers). Before, one row x 8 tokens with the activations as vpmaddubsw's memory
-// operand (one load per multiply): GemmRow below, now only for an odd last row. 8 tokens, one
-// thread, Zen 3: 46-75 -> 57-94 GMAC/s at n_in 2560, 60-86 -> 67-105 at 6912 (alternated runs of
-// a standalone copy, bench/RESULTS.md, eighth session). An int16 accumulator takes up to 8 blocks
-// (|lane| <= 8 x 4 x 768 = 24576 < 2^15, even for code 3), then is widened into an int32 sum.
+// Few tokens (batched decode: one token per sequence): the rows unpacked in registers. Two rows x
+// up to 4 tokens: per 32 values, each row's codes unpacked once (shift, and) and each token's
+// activations loaded once for both rows, 8 vpmaddubsw + 8 int16 adds (15 of the 16 ymm
+// registers). Before, one row x 8 tokens with the activations as vpmaddubsw's memory operand (one
+// load per multiply): GemmRow below, now only for an odd last row. kernels_bench, 8 tokens, 2560
+// -> 6912, one thread, Zen 3: 2.10-2.17 -> 1.67-2.07 ms (bench/RESULTS.md, eighth session). An
+// int16 accumulator takes up to 8 blocks (|lane| <= 8 x 4 x 768 = 24576 < 2^15, even for code
+// 3), then is widened into an int32 sum.
 constexpr int64_t kWidenBlocks = 8;
 
 inline __m256i MaddubsAddReg(__m256i acc, __m256i c, __m256i q) {
