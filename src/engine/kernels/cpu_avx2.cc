@@ -492,11 +492,11 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 }
 
 // ---- dense GEMV (LM head) -------------------------------------------------------------------------
-// Reference: y[r] = sum_c W[r,c] x[c]; F16 via vcvtph2ps, f32 FMA. R rows x V vectors at a time,
-// two accumulators per (row, vector) pair: values c..c+7 of every 16 into the first, c+8..c+15
-// into the second, an 8-value tail into the first, one lane sum, then a scalar FMA tail. Every
-// pair sees the same operations in the same order whatever R and V are, so the GEMV (R = 4, V = 1:
-// four rows share each activation load; on Zen 3, one thread, 2560 x 32768 from DRAM, 14.7-17.3 ms
+// Reference: y[r] = sum_c W[r,c] x[c]; F16 via vcvtph2ps, f32 FMA. R rows at a time, two
+// accumulators per (row, vector) pair: values c..c+7 of every 16 into the first, c+8..c+15 into
+// the second, an 8-value tail into the first, one lane sum, then a scalar FMA tail. Every pair
+// sees the same operations in the same order, so the GEMV (R = 4: four rows share each activation
+// load; on Zen 3, one thread, 2560 x 32768 from DRAM, 14.7-17.3 ms
 // against 16.0-19.0 for one row at a time: unlike the ternary GEMV's short rows, four streams of
 // 5 KB rows keep the prefetcher busy) and the batched head below (the same two chains per pair,
 // reorganised) give bit-identical results: batched decode does not change any sequence's logits.
@@ -509,63 +509,58 @@ inline __m256 DenseLoad(const uint8_t* row, int64_t c) {
   }
 }
 
-template <int R, int V, bool kF16>
-inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t x_stride, int64_t n,
-                      float* const* ys, int64_t r0) {
-  __m256 acc0[R][V], acc1[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc0[r][v] = acc1[r][v] = _mm256_setzero_ps();
-  auto half = [&](int64_t c, __m256 (&acc)[R][V]) {
-    __m256 wv[R];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) wv[r] = DenseLoad<kF16>(w0 + r * row_bytes, c);
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) {
-      const __m256 xv = _mm256_loadu_ps(x + v * x_stride + c);
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][v] = _mm256_fmadd_ps(wv[r], xv, acc[r][v]);
+// A pair's ending, shared by the GEMV and the batched head (its bit-identity depends on it): from
+// column c = n rounded down to 16, an 8-column tail into the first chain, the lane sum of both, a
+// scalar FMA tail.
+template <bool kF16>
+inline float DenseEnd(__m256 acc0, __m256 acc1, const uint8_t* row, const float* x, int64_t c, int64_t n) {
+  if (c + 8 <= n) {
+    acc0 = _mm256_fmadd_ps(DenseLoad<kF16>(row, c), _mm256_loadu_ps(x + c), acc0);
+    c += 8;
+  }
+  float s = HsumPs(_mm256_add_ps(acc0, acc1));
+  for (; c < n; ++c) {
+    float w;
+    if constexpr (kF16) {
+      uint16_t h;
+      std::memcpy(&h, row + 2 * c, 2);
+      w = _cvtsh_ss(h);
+    } else {
+      std::memcpy(&w, row + 4 * c, 4);
     }
+    s = std::fma(w, x[c], s);  // explicit: the F16 and F32 instances must round alike
+  }
+  return s;
+}
+
+template <int R, bool kF16>
+inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t n, float* y, int64_t r0) {
+  __m256 acc0[R], acc1[R];
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  auto half = [&](int64_t c, __m256 (&acc)[R]) {
+    const __m256 xv = _mm256_loadu_ps(x + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(DenseLoad<kF16>(w0 + r * row_bytes, c), xv, acc[r]);
   };
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
     half(c, acc0);
     half(c + 8, acc1);
   }
-  for (; c + 8 <= n; c += 8) half(c, acc0);
-  for (int r = 0; r < R; ++r) {
-    const uint8_t* row = w0 + r * row_bytes;
-    for (int v = 0; v < V; ++v) {
-      float s = HsumPs(_mm256_add_ps(acc0[r][v], acc1[r][v]));
-      const float* xv = x + v * x_stride;
-      for (int64_t k = c; k < n; ++k) {
-        float w;
-        if constexpr (kF16) {
-          uint16_t h;
-          std::memcpy(&h, row + 2 * k, 2);
-          w = _cvtsh_ss(h);
-        } else {
-          std::memcpy(&w, row + 4 * k, 4);
-        }
-        s = std::fma(w, xv[k], s);  // explicit: the F16 and F32 instances must round alike
-      }
-      ys[v][r0 + r] = s;
-    }
-  }
+  for (int r = 0; r < R; ++r) y[r0 + r] = DenseEnd<kF16>(acc0[r], acc1[r], w0 + r * row_bytes, x, c, n);
 }
 
-// Rows [row_begin, row_end) x V vectors, R rows at a time and the rest one by one.
-template <int R, int V, bool kF16>
-void DenseRowsAll(const DenseView& w, const float* x, int64_t x_stride, float* const* ys, int64_t row_begin,
-                  int64_t row_end) {
+// Rows [row_begin, row_end), R rows at a time and the rest one by one.
+template <int R, bool kF16>
+void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   int64_t r = row_begin;
-  for (; r + R <= row_end; r += R) DenseTile<R, V, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, x_stride, w.n_in, ys, r);
-  for (; r < row_end; ++r) DenseTile<1, V, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, x_stride, w.n_in, ys, r);
+  for (; r + R <= row_end; r += R) DenseTile<R, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y, r);
+  for (; r < row_end; ++r) DenseTile<1, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y, r);
 }
 
 void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
-  float* ys[1] = {y};
-  if (w.type == TensorType::kF16) return DenseRowsAll<4, 1, true>(w, x, 0, ys, row_begin, row_end);
-  if (w.type == TensorType::kF32) return DenseRowsAll<1, 1, false>(w, x, 0, ys, row_begin, row_end);
+  if (w.type == TensorType::kF16) return DenseRowsAll<4, true>(w, x, y, row_begin, row_end);
+  if (w.type == TensorType::kF32) return DenseRowsAll<1, false>(w, x, y, row_begin, row_end);
   DenseMatVec(w, x, y, row_begin, row_end);
 }
 
@@ -657,25 +652,12 @@ void DenseHeadF16(const DenseView& w, const float* x, int64_t x_stride, int64_t 
         }
       }
     }
-    // The GEMV's ending: an 8-column tail into the first chain, the lane sum, a scalar tail.
+    // The GEMV's ending.
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* row = w.data + (b + r) * w.row_bytes;
       for (int64_t v = 0; v < n_x; ++v) {
-        const float* xv = x + v * x_stride;
-        __m256 acc0 = _mm256_load_ps(&state[0][r][v * 8]);
-        const __m256 acc1 = _mm256_load_ps(&state[1][r][v * 8]);
-        int64_t c = n16;
-        if (c + 8 <= n) {
-          acc0 = _mm256_fmadd_ps(DenseLoad<true>(row, c), _mm256_loadu_ps(xv + c), acc0);
-          c += 8;
-        }
-        float s = HsumPs(_mm256_add_ps(acc0, acc1));
-        for (; c < n; ++c) {
-          uint16_t h;
-          std::memcpy(&h, row + 2 * c, 2);
-          s = std::fma(_cvtsh_ss(h), xv[c], s);
-        }
-        ys[v][b + r] = s;
+        ys[v][b + r] = DenseEnd<true>(_mm256_load_ps(&state[0][r][v * 8]), _mm256_load_ps(&state[1][r][v * 8]), row,
+                                      x + v * x_stride, n16, n);
       }
     }
   }
