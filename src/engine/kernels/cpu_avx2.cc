@@ -174,6 +174,12 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // activation loads (the earlier kernel) made four streams that the hardware prefetcher followed
 // badly: on Zen 3, 2560 x 6912 from DRAM, one thread, 6.3 GB/s against 12.1 for one row at a time
 // (19.6 GB/s with the weights in cache: the activations, <= 7 KB, stay in L1 either way).
+// Even the one stream is followed too late by the hardware prefetcher alone: the weights 2 KB
+// ahead are prefetched (two lines per four blocks; rows are contiguous, so past a row's end is
+// the next row). 2B-4T tg64, two threads, alternated: 10.8-11.9 -> 12.7-14.4 tok/s together with
+// the head's prefetch below (bench/RESULTS.md, ninth session).
+constexpr int64_t kGemvPrefetchBytes = 2048;
+
 inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
   const __m256i three = _mm256_set1_epi8(3);
   const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
@@ -192,6 +198,8 @@ inline int32_t GemvRow(const uint8_t* row, const int8_t* q, int64_t blocks) {
   __m256i acc = _mm256_setzero_si256();
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
+    _mm_prefetch(reinterpret_cast<const char*>(row + 32 * j + kGemvPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(row + 32 * j + kGemvPrefetchBytes + 64), _MM_HINT_T0);
     const __m256i s = _mm256_add_epi16(_mm256_add_epi16(GemvBlock(row, q, j), GemvBlock(row, q, j + 1)),
                                        _mm256_add_epi16(GemvBlock(row, q, j + 2), GemvBlock(row, q, j + 3)));
     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s, ones));
@@ -533,6 +541,8 @@ inline float DenseEnd(__m256 acc0, __m256 acc1, const uint8_t* row, const float*
   return s;
 }
 
+// With R > 1 (F16) the next tile's rows are prefetched at the pace they will be read, one line of
+// each per 32 columns: kernels_bench 2560 x 32768, one thread, 15.0-16.6 -> 14.2-14.8 ms.
 template <int R, bool kF16>
 inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t n, float* y, int64_t r0) {
   __m256 acc0[R], acc1[R];
@@ -542,8 +552,14 @@ inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(DenseLoad<kF16>(w0 + r * row_bytes, c), xv, acc[r]);
   };
+  const uint8_t* next = w0 + R * row_bytes;
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
+    if constexpr (R > 1 && kF16) {
+      if ((c & 31) == 0) {
+        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(next + r * row_bytes + 2 * c), _MM_HINT_T0);
+      }
+    }
     half(c, acc0);
     half(c + 8, acc1);
   }
@@ -683,8 +699,14 @@ inline void Q8Rows(const uint8_t* w0, uint64_t row_bytes, const int8_t* q, int64
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   __m256i acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+  const uint8_t* next = w0 + R * row_bytes;
   int64_t c = 0;
   for (; c + 32 <= n; c += 32) {
+    if constexpr (R > 1) {  // the next tile's rows, one line of each per 64 columns (as DenseTile)
+      if ((c & 63) == 0) {
+        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(next + r * row_bytes + c), _MM_HINT_T0);
+      }
+    }
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
     const __m256i qa = _mm256_abs_epi8(qv);
 #pragma GCC unroll 4
