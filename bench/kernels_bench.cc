@@ -328,7 +328,7 @@ void BM_Quantize(benchmark::State& state) {
 
 // The 2B-4T shapes: q/o (2560 -> 2560), gate/up (2560 -> 6912), down (6912 -> 2560).
 void Shapes(benchmark::internal::Benchmark* b) {
-  for (int p = 0; p <= 2; ++p) {
+  for (int p : {0, 4, 1, 2}) {  // ref, generic, avx2, avx512
     b->Args({p, 2560, 2560});
     b->Args({p, 2560, 6912});
     b->Args({p, 6912, 2560});
@@ -338,6 +338,7 @@ BENCHMARK(BM_TernaryGemv)->Apply(Shapes)->ArgNames({"path", "n_in", "n_out"})->U
 BENCHMARK(BM_TernaryGemm)
     ->ArgNames({"path", "n_in", "n_out", "n_tok", "cold"})
     ->Args({0, 2560, 6912, 64, 1})
+    ->Args({4, 2560, 6912, 64, 1})
     ->Args({1, 2560, 6912, 64, 1})
     ->Args({1, 2560, 6912, 8, 1})
     ->Args({1, 2560, 6912, 16, 1})
@@ -357,6 +358,7 @@ BENCHMARK(BM_TernaryGemm)
 BENCHMARK(BM_DenseGemvF16)
     ->ArgNames({"path", "n_in", "n_rows"})
     ->Args({0, 2560, 32768})
+    ->Args({4, 2560, 32768})
     ->Args({1, 2560, 32768})
     ->Args({2, 2560, 32768})
     ->Unit(benchmark::kMillisecond)
@@ -375,6 +377,7 @@ BENCHMARK(BM_DenseGemmF16)
 BENCHMARK(BM_Q8Gemv)
     ->ArgNames({"path", "n_in", "n_rows"})
     ->Args({0, 2560, 32768})
+    ->Args({4, 2560, 32768})
     ->Args({1, 2560, 32768})
     ->Args({2, 2560, 32768})
     ->Unit(benchmark::kMillisecond)

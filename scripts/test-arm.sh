@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Cross-builds the engine for 64-bit ARM Linux with Debian's aarch64 toolchain and runs the kernel
 # and model tests under qemu-user (scripts/test.sh calls it; on its own it works on a fresh
-# Debian 12 machine). Every test runs on both paths an ARM machine can take: NEON + dot product
-# and the portable reference, forced with $TRINITY_CPU; detection is checked on an emulated CPU
-# with the dot-product extension (qemu's "max") and one without (Cortex-A53). Then the built-in
-# model generates greedily through the C API on both ARM paths and on this machine: the texts must
-# be identical. qemu runs ARM code 10-50x slower than the real thing: its timings mean nothing.
+# Debian 12 machine). Every test runs on the paths an ARM machine can take: NEON + dot product,
+# the portable vector path (ARM cores without the dot product: Cortex-A53/A72) and the reference,
+# forced with $TRINITY_CPU; detection is checked on an emulated CPU with the dot-product extension
+# (qemu's "max") and one without (Cortex-A53). Then the built-in model generates greedily through
+# the C API on the three ARM paths and on this machine: the texts must be identical. qemu runs ARM code 10-50x slower than the real thing: its timings mean nothing.
 #
 #   bash scripts/test-arm.sh          # uses ./build (the native build) for `trinity synth`
 set -euo pipefail
@@ -65,14 +65,14 @@ export TRINITY_TEST_MODEL=$PWD/$build/synth-tiny.gguf
 qemu() { qemu-aarch64 -L /usr/aarch64-linux-gnu "$@"; }   # default CPU "max": has FEAT_DotProd
 step() { echo; echo "== $* ($(($(date +%s) - start)) s)"; }
 
-step "detection: qemu max CPU -> neon, Cortex-A53 (no dot product) -> ref"
+step "detection: qemu max CPU -> neon, Cortex-A53 (no dot product) -> generic"
 TRINITY_EXPECT_DETECTED=neon qemu "$build/tests/kernels_cpu_test" --gtest_filter='CpuDispatchTest.*' --gtest_brief=1
-TRINITY_EXPECT_DETECTED=ref qemu -cpu cortex-a53 "$build/tests/kernels_cpu_test" --gtest_filter='CpuDispatchTest.*' --gtest_brief=1
+TRINITY_EXPECT_DETECTED=generic qemu -cpu cortex-a53 "$build/tests/kernels_cpu_test" --gtest_filter='CpuDispatchTest.*' --gtest_brief=1
 TRINITY_CPU=ref qemu "$build/tests/kernels_cpu_test" --gtest_filter='CpuDispatchTest.*' --gtest_brief=1
 
-# Every kernel on both paths (ref, neon), bit-identical for the integer ones. The reference
+# Every kernel on every path (ref, generic, neon), bit-identical for the integer ones. The reference
 # oracle under qemu is the slow part; the shapes are the ones the native run uses.
-step "kernels: ref and neon against the reference"
+step "kernels: ref, generic and neon against the reference"
 qemu "$build/tests/kernels_cpu_test" --gtest_brief=1
 
 # char is unsigned on AArch64: the byte-level parts (formats, BPE bytes, UTF-8) run there too. The
@@ -81,35 +81,36 @@ step "quantisation formats and tokenizer"
 qemu "$build/tests/quant_test" --gtest_brief=1
 qemu "$build/tests/tokenizer_test" --gtest_brief=1 --gtest_filter='-*Throughput*:*LongRunsAreFast*'
 
-# Both paths on the built-in model (trained weights, 8k vocabulary: seconds under qemu; ref must be
-# bit-identical), then neon on the synthetic model the test's bounds were set on. Its 128k-entry
-# F16 LM head is slow under qemu, so its ref case (the reference code again) is left out there.
+# Every path on the built-in model (trained weights, 8k vocabulary: seconds under qemu; ref must be
+# bit-identical), then neon and generic on the synthetic model the test's bounds were set on. Its
+# 128k-entry F16 LM head is slow under qemu, so its ref case (the reference code again) is left
+# out there.
 # The 8-bit-head case runs on the synthetic model only: on the built-in model one attention
 # rounding flip, amplified by the head's int8 activations, exceeds its bounds on x86 AVX-512 too.
-step "forward pass against the reference forward pass: built-in model, neon and ref"
+step "forward pass against the reference forward pass: built-in model, every path"
 TRINITY_TEST_MODEL=$PWD/models/trinity-tiny.gguf qemu "$build/tests/engine_fast_path_test" --gtest_brief=1 \
   --gtest_filter='-*Q8LmHead*'
-step "forward pass against the reference forward pass: synthetic tiny model, neon"
+step "forward pass against the reference forward pass: synthetic tiny model, neon and generic"
 qemu "$build/tests/engine_fast_path_test" --gtest_brief=1 --gtest_filter='-*/ref'
 
-for path in neon ref; do
+for path in neon generic ref; do
   step "model tests, TRINITY_CPU=$path"
   TRINITY_CPU=$path qemu "$build/tests/model_test" --gtest_brief=1
 done
 
-# Greedy generation with the built-in model through the C API: ARM (both paths) against the text
+# Greedy generation with the built-in model through the C API: ARM (every path) against the text
 # this machine generates.
 step "generation: built-in model, greedy, aarch64 vs $(uname -m)"
 for prompt in "Once upon a time" "The little dog"; do
   want=$("$native/c_example" models/trinity-tiny.gguf "$prompt" 48 0 2>/dev/null)
-  for path in neon ref; do
+  for path in neon generic ref; do
     got=$(TRINITY_CPU=$path qemu "$build/c_example" models/trinity-tiny.gguf "$prompt" 48 0 2>/dev/null)
     if [ "$got" != "$want" ]; then
       printf 'FAIL: %s generation differs\n%s:\n%s\naarch64 %s:\n%s\n' "$path" "$(uname -m)" "$want" "$path" "$got"
       exit 1
     fi
   done
-  printf 'identical on %s, aarch64 neon, aarch64 ref: "%s%s"\n' "$(uname -m)" "$prompt" "$want"
+  printf 'identical on %s, aarch64 neon, generic and ref: "%s%s"\n' "$(uname -m)" "$prompt" "$want"
 done
 
 end=$(date +%s)

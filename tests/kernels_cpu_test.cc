@@ -21,7 +21,7 @@ namespace {
 
 std::vector<CpuPath> Paths() {
   std::vector<CpuPath> paths;
-  for (CpuPath p : {CpuPath::kRef, CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kNeon})
+  for (CpuPath p : {CpuPath::kRef, CpuPath::kGeneric, CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kNeon})
     if (CpuPathSupported(p)) paths.push_back(p);
   return paths;
 }
@@ -39,10 +39,14 @@ TEST(CpuDispatchTest, ParsesAndDetects) {
   EXPECT_EQ(ParseCpuPath("avx2"), CpuPath::kAvx2);
   EXPECT_EQ(ParseCpuPath("avx512"), CpuPath::kAvx512);
   EXPECT_EQ(ParseCpuPath("neon"), CpuPath::kNeon);
+  EXPECT_EQ(ParseCpuPath("generic"), CpuPath::kGeneric);
   EXPECT_THROW(ParseCpuPath("amx"), Error);
   EXPECT_TRUE(CpuPathSupported(ActiveCpuPath()));
   EXPECT_TRUE(CpuPathSupported(CpuPath::kRef));
   EXPECT_EQ(GetCpuKernels(CpuPath::kRef).path, CpuPath::kRef);
+  EXPECT_TRUE(CpuPathSupported(CpuPath::kGeneric));  // portable: every machine
+  EXPECT_EQ(GetCpuKernels(CpuPath::kGeneric).path, CpuPath::kGeneric);
+  EXPECT_NE(DetectCpuPath(), CpuPath::kRef);  // the oracle is never the default
   EXPECT_EQ(GetCpuKernels(DetectCpuPath()).path, DetectCpuPath());
 #if defined(__aarch64__)
   EXPECT_FALSE(CpuPathSupported(CpuPath::kAvx2));
@@ -278,6 +282,27 @@ TEST_P(CpuKernelsTest, DenseGemvMatchesReference) {
     DenseMatVec(w, x.data(), want.data(), 0, 5);
     k().dense_gemv(w, x.data(), got.data(), 0, 5);
     for (int r = 0; r < 5; ++r) ASSERT_NEAR(want[r], got[r], 1e-4) << "n_in=" << n_in;
+  }
+}
+
+// Every half-precision value (subnormals, infinities, NaNs) converts exactly: row h holds the half
+// h in one column of 32 (the rest 0) and x is all ones, so the dot product is the value itself.
+TEST_P(CpuKernelsTest, DenseGemvConvertsEveryHalf) {
+  constexpr int64_t n_in = 32, n_rows = 65536;
+  std::vector<uint16_t> h(static_cast<size_t>(n_in * n_rows), 0);
+  for (int64_t r = 0; r < n_rows; ++r) h[static_cast<size_t>(r * n_in + r % n_in)] = static_cast<uint16_t>(r);
+  const DenseView w{TensorType::kF16, reinterpret_cast<const uint8_t*>(h.data()), n_in, n_rows,
+                    static_cast<uint64_t>(2 * n_in)};
+  const std::vector<float> x(n_in, 1.0f);
+  std::vector<float> got(n_rows);
+  k().dense_gemv(w, x.data(), got.data(), 0, n_rows);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float want = Fp16ToFp32(static_cast<uint16_t>(r));
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(got[r])) << "half 0x" << std::hex << r;
+    } else {
+      ASSERT_EQ(got[r], want) << "half 0x" << std::hex << r;  // -0 sums to +0: equal
+    }
   }
 }
 

@@ -4,10 +4,12 @@
 //   kRef    — the scalar reference kernels of ref.h (portable; the oracle),
 //   kAvx2   — x86-64: AVX2 + FMA + F16C (vpmaddubsw for the int8 dot products),
 //   kAvx512 — x86-64: AVX-512 F/BW/VL + VNNI (vpdpbusd) + F16C,
-//   kNeon   — AArch64: NEON + dot product (sdot), Apple M1 and later, Cortex-A76 / Neoverse N1 on.
+//   kNeon   — AArch64: NEON + dot product (sdot), Apple M1 and later, Cortex-A76 / Neoverse N1 on,
+//   kGeneric — portable C++ for the compiler's vectoriser: every other CPU (AArch64 without the
+//              dot product, e.g. Raspberry Pi 3/4; x86-64 without AVX2; RISC-V, POWER).
 // The caller picks a table once (GetCpuKernels(ActiveCpuPath())) at the top of the call tree and
 // calls through it; below that, each path is plain static code for one instruction set. The
-// environment variable TRINITY_CPU=ref|avx2|avx512|neon forces a lower path (a path the machine
+// environment variable TRINITY_CPU=ref|generic|avx2|avx512|neon forces a lower path (a path the machine
 // cannot run is ignored); tests force every path the machine supports.
 //
 // Ternary weights stay in the I2_S layout (ref.h): its 32-byte blocks already hold four runs of
@@ -25,10 +27,10 @@
 
 namespace trinity::kernels {
 
-enum class CpuPath { kRef = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
+enum class CpuPath { kRef = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3, kGeneric = 4 };
 
 const char* CpuPathName(CpuPath path);
-// "ref" | "avx2" | "avx512" | "neon" -> path; throws trinity::Error otherwise.
+// "ref" | "generic" | "avx2" | "avx512" | "neon" -> path; throws trinity::Error otherwise.
 CpuPath ParseCpuPath(const std::string& name);
 // The best path this machine runs (x86: cpuid + OS register-state check; AArch64: the OS's
 // hardware capabilities).
@@ -101,9 +103,10 @@ inline bool AttentionPrefillSupports(int64_t n_head, int64_t n_head_kv, int64_t 
 // The table of one path; throws trinity::Error when the machine cannot run it.
 const CpuKernels& GetCpuKernels(CpuPath path);
 
-// Per-path tables (defined in cpu_dispatch.cc, cpu_avx2.cc, cpu_avx512.cc, cpu_neon.cc; CMake
-// builds the x86 files for x86 targets and cpu_neon.cc for AArch64 only).
+// Per-path tables (defined in cpu_dispatch.cc, cpu_generic.cc, cpu_avx2.cc, cpu_avx512.cc,
+// cpu_neon.cc; CMake builds the x86 files for x86 targets and cpu_neon.cc for AArch64 only).
 const CpuKernels& RefKernels();
+const CpuKernels& GenericKernels();
 const CpuKernels& Avx2Kernels();
 const CpuKernels& Avx512Kernels();
 const CpuKernels& NeonKernels();

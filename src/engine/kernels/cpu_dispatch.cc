@@ -28,13 +28,13 @@ uint64_t Xgetbv() {
 CpuPath Detect() {
 #ifdef TRINITY_X86
   unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return CpuPath::kRef;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return CpuPath::kGeneric;
   const bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29);
-  if (!osxsave) return CpuPath::kRef;
+  if (!osxsave) return CpuPath::kGeneric;
   const uint64_t xcr0 = Xgetbv();
   const bool ymm_state = (xcr0 & 0x6) == 0x6;     // SSE + AVX state saved by the OS
   const bool zmm_state = (xcr0 & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16_ZMM
-  if (__get_cpuid_max(0, nullptr) < 7) return CpuPath::kRef;
+  if (__get_cpuid_max(0, nullptr) < 7) return CpuPath::kGeneric;
   __cpuid_count(7, 0, a, b, c, d);
   const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30),
              avx512vl = b & (1u << 31), vnni = c & (1u << 11);
@@ -46,7 +46,7 @@ CpuPath Detect() {
   constexpr unsigned long kHwcapAsimdDp = 1ul << 20;  // HWCAP_ASIMDDP (asm/hwcap.h): sdot/udot
   if (getauxval(AT_HWCAP) & kHwcapAsimdDp) return CpuPath::kNeon;  // e.g. Cortex-A53/A72: no
 #endif
-  return CpuPath::kRef;
+  return CpuPath::kGeneric;
 }
 
 float RefQuantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
@@ -80,6 +80,7 @@ const char* CpuPathName(CpuPath path) {
     case CpuPath::kAvx2: return "avx2";
     case CpuPath::kAvx512: return "avx512";
     case CpuPath::kNeon: return "neon";
+    case CpuPath::kGeneric: return "generic";
   }
   return "?";
 }
@@ -89,7 +90,8 @@ CpuPath ParseCpuPath(const std::string& name) {
   if (name == "avx2") return CpuPath::kAvx2;
   if (name == "avx512") return CpuPath::kAvx512;
   if (name == "neon") return CpuPath::kNeon;
-  Fail("unknown CPU path \"{}\": expected ref, avx2, avx512 or neon", name);
+  if (name == "generic") return CpuPath::kGeneric;
+  Fail("unknown CPU path \"{}\": expected ref, generic, avx2, avx512 or neon", name);
 }
 
 CpuPath DetectCpuPath() {
@@ -97,10 +99,11 @@ CpuPath DetectCpuPath() {
   return detected;
 }
 
-// The x86 paths nest (an AVX-512 machine runs AVX2); the reference runs everywhere.
+// The x86 paths nest (an AVX-512 machine runs AVX2); the reference and the portable path run
+// everywhere.
 bool CpuPathSupported(CpuPath path) {
   const CpuPath best = DetectCpuPath();
-  return path == CpuPath::kRef || path == best || (path == CpuPath::kAvx2 && best == CpuPath::kAvx512);
+  return path == CpuPath::kRef || path == CpuPath::kGeneric || path == best || (path == CpuPath::kAvx2 && best == CpuPath::kAvx512);
 }
 
 CpuPath ActiveCpuPath() {
@@ -144,6 +147,7 @@ const CpuKernels& GetCpuKernels(CpuPath path) {
 #ifdef __aarch64__
     case CpuPath::kNeon: return NeonKernels();
 #endif
+    case CpuPath::kGeneric: return GenericKernels();
     default: break;
   }
   return RefKernels();
