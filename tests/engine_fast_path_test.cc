@@ -199,7 +199,8 @@ TEST_P(FastPathTest, Q8LmHeadMatchesItsReference) {
 
 std::vector<kernels::CpuPath> Paths() {
   std::vector<kernels::CpuPath> paths;
-  for (auto p : {kernels::CpuPath::kRef, kernels::CpuPath::kGeneric, kernels::CpuPath::kAvx2, kernels::CpuPath::kAvx512, kernels::CpuPath::kNeon})
+  using kernels::CpuPath;
+  for (auto p : {CpuPath::kRef, CpuPath::kGeneric, CpuPath::kAvx2, CpuPath::kAvx512, CpuPath::kNeon})
     if (kernels::CpuPathSupported(p)) paths.push_back(p);
   return paths;
 }

@@ -5,12 +5,12 @@
 //   kAvx2   — x86-64: AVX2 + FMA + F16C (vpmaddubsw for the int8 dot products),
 //   kAvx512 — x86-64: AVX-512 F/BW/VL + VNNI (vpdpbusd) + F16C,
 //   kNeon   — AArch64: NEON + dot product (sdot), Apple M1 and later, Cortex-A76 / Neoverse N1 on,
-//   kGeneric — portable C++ for the compiler's vectoriser: every other CPU (AArch64 without the
+//   kGeneric — portable C++ in GCC/Clang vector extensions: every other CPU (AArch64 without the
 //              dot product, e.g. Raspberry Pi 3/4; x86-64 without AVX2; RISC-V, POWER).
 // The caller picks a table once (GetCpuKernels(ActiveCpuPath())) at the top of the call tree and
 // calls through it; below that, each path is plain static code for one instruction set. The
-// environment variable TRINITY_CPU=ref|generic|avx2|avx512|neon forces a lower path (a path the machine
-// cannot run is ignored); tests force every path the machine supports.
+// environment variable TRINITY_CPU=ref|generic|avx2|avx512|neon forces a lower path (a path the
+// machine cannot run is ignored); tests force every path the machine supports.
 //
 // Ternary weights stay in the I2_S layout (ref.h): its 32-byte blocks already hold four runs of
 // 32 consecutive values in the four 2-bit planes, so one 32-byte load unpacks into 128 codes in

@@ -176,8 +176,8 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // (19.6 GB/s with the weights in cache: the activations, <= 7 KB, stay in L1 either way).
 // Even the one stream is followed too late by the hardware prefetcher alone: the weights 2 KB
 // ahead are prefetched (two lines per four blocks; rows are contiguous, so past a row's end is
-// the next row). 2B-4T tg64, two threads, alternated: 10.8-11.9 -> 12.7-14.4 tok/s together with
-// the head's prefetch below (bench/RESULTS.md, ninth session).
+// the next row). 2B-4T decode, two threads, ten alternated pairs: 10.85-12.83 -> 11.85-14.29
+// tok/s together with the heads' prefetch below (bench/RESULTS.md, ninth session).
 constexpr int64_t kGemvPrefetchBytes = 2048;
 
 inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
@@ -542,7 +542,7 @@ inline float DenseEnd(__m256 acc0, __m256 acc1, const uint8_t* row, const float*
 }
 
 // With R > 1 (F16) the next tile's rows are prefetched at the pace they will be read, one line of
-// each per 32 columns: kernels_bench 2560 x 32768, one thread, 15.0-16.6 -> 14.2-14.8 ms.
+// each per 32 columns: kernels_bench 2560 x 32768, one thread, 16.3-17.6 -> 14.9-15.5 ms.
 template <int R, bool kF16>
 inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t n, float* y, int64_t r0) {
   __m256 acc0[R], acc1[R];

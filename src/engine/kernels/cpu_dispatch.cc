@@ -103,7 +103,8 @@ CpuPath DetectCpuPath() {
 // everywhere.
 bool CpuPathSupported(CpuPath path) {
   const CpuPath best = DetectCpuPath();
-  return path == CpuPath::kRef || path == CpuPath::kGeneric || path == best || (path == CpuPath::kAvx2 && best == CpuPath::kAvx512);
+  return path == CpuPath::kRef || path == CpuPath::kGeneric || path == best ||
+         (path == CpuPath::kAvx2 && best == CpuPath::kAvx512);
 }
 
 CpuPath ActiveCpuPath() {
