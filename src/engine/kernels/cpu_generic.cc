@@ -26,9 +26,7 @@ namespace {
 // GCC/Clang vector extensions: 16-byte vectors, lowered to SSE2 on x86-64, NEON on AArch64 and
 // to scalar code where there is no SIMD unit.
 typedef int16_t I16x8 __attribute__((vector_size(16)));
-typedef int32_t I32x4 __attribute__((vector_size(16)));
 typedef uint8_t U8x8 __attribute__((vector_size(8)));
-typedef int8_t I8x8 __attribute__((vector_size(8)));
 typedef uint16_t U16x4 __attribute__((vector_size(8)));
 typedef uint32_t U32x4 __attribute__((vector_size(16)));
 typedef float F32x4 __attribute__((vector_size(16)));
@@ -238,32 +236,16 @@ void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, 
   DenseGemm(w, x, 0, 1, &y, row_begin, row_end);
 }
 
-// ---- the rest: the reference's own loops ---------------------------------------------------------
-float Quantize(const float* x, int64_t n, int8_t* q, int32_t* q_sum) {
-  const float a = QuantizeActivations(x, n, q);
-  int32_t s = 0;
-  for (int64_t i = 0; i < n; ++i) s += q[i];
-  *q_sum = s;
-  return a;
-}
-
-void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
-  Q8MatVec(w, q, act_scale, y, row_begin, row_end);
-}
-
 }  // namespace
 
 const CpuKernels& GenericKernels() {
   static const CpuKernels table = [] {
-    CpuKernels k;
+    CpuKernels k = RefKernels();  // quantisation, the 8-bit head and attention: the reference's loops
     k.path = CpuPath::kGeneric;
-    k.quantize = Quantize;
     k.ternary_gemv = Gemv;
     k.ternary_gemm = Gemm;
     k.dense_gemv = DenseGemv;
     k.dense_gemm = DenseGemm;
-    k.q8_gemv = Q8Gemv;
-    k.attention = Attention;
     return k;
   }();
   return table;
