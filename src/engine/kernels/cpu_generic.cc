@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/common/fp16.h"
 #include "engine/kernels/cpu.h"
 
 namespace trinity::kernels {
@@ -45,13 +46,11 @@ inline int32_t Sum(I16x8 v) {
 }
 
 // ---- ternary ------------------------------------------------------------------------------------
-// The activations widened to int16 once per call (thread-local, n_in values), so that the inner
+// The activations widened to int16 once per call (into a thread-local buffer), so that the inner
 // loops are int16 multiply-adds: code (0..3) x q, |product| <= 384. I2_S: block j's byte i holds
 // values 128j + i, +32, +64, +96 in bits 7-6, 5-4, 3-2, 1-0.
-const int16_t* Widen(const int8_t* q, int64_t n, std::vector<int16_t>& buffer) {
-  buffer.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) buffer[static_cast<size_t>(i)] = q[i];
-  return buffer.data();
+void Widen(const int8_t* q, int64_t n, int16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = q[i];
 }
 
 // sum_c code[c] * q[c] over one row. A block adds at most 4 x 384 = 1536 to an int16 lane, so 16
@@ -83,7 +82,9 @@ void Gemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale,
     return;
   }
   thread_local std::vector<int16_t> q16;
-  const int16_t* qw = Widen(q, w.n_in, q16);
+  q16.resize(static_cast<size_t>(w.n_in));
+  Widen(q, w.n_in, q16.data());
+  const int16_t* qw = q16.data();
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
   for (int64_t r = row_begin; r < row_end; ++r) {
     y[r] = static_cast<float>(RowDot(w.codes + r * row_bytes, qw, blocks) - q_sum) * w.scale / act_scale;
@@ -106,8 +107,7 @@ void Gemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const int32_t
   thread_local std::vector<int16_t> codes, q16;
   codes.resize(static_cast<size_t>(n_in));
   q16.resize(static_cast<size_t>(n_tok * n_in));
-  for (int64_t t = 0; t < n_tok; ++t)
-    for (int64_t i = 0; i < n_in; ++i) q16[static_cast<size_t>(t * n_in + i)] = q[t * q_stride + i];
+  for (int64_t t = 0; t < n_tok; ++t) Widen(q + t * q_stride, n_in, q16.data() + t * n_in);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = w.codes + r * row_bytes;
     for (int64_t j = 0; j < blocks; ++j) {
@@ -160,11 +160,6 @@ inline F32x4 HalfToFloat(U16x4 h) {
   return f;
 }
 
-inline float HalfToFloat(uint16_t h) {
-  const U16x4 v = {h, 0, 0, 0};
-  return HalfToFloat(v)[0];
-}
-
 // Rows [row_begin, row_end) dotted with n_x vectors: 16 float lanes (four vectors) per (row,
 // vector) pair, the lanes then summed in order, then a scalar tail: the same operations for every
 // pair, so dense_gemm is bit-identical to dense_gemv. A row is converted once per kDenseChunk
@@ -213,7 +208,7 @@ void DenseRows(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
           if constexpr (kF16) {
             uint16_t h;
             std::memcpy(&h, row + 2 * c, 2);
-            wv = HalfToFloat(h);
+            wv = Fp16ToFp32(h);  // exact, as the vector conversion
           } else {
             std::memcpy(&wv, row + 4 * c, 4);
           }
