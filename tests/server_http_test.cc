@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -80,6 +81,21 @@ double Metric(httplib::Client& cli, const std::string& series) {
     ++at;
   }
   return -1;
+}
+
+// Reads `series` until `done(value)` holds or `timeout` passes; returns the last value read.
+// Counters do not all move at once: the slot is free (trinity_requests_running drops) before the
+// HTTP thread that waited on it wakes and counts the request's outcome, so a test that saw one
+// metric change waits for the next instead of reading it at once.
+double AwaitMetric(httplib::Client& cli, const std::string& series, const std::function<bool(double)>& done,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(6)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  double value = Metric(cli, series);
+  while (!done(value) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    value = Metric(cli, series);
+  }
+  return value;
 }
 
 // SSE events of a streamed response, collected as they arrive (`stop_after` events: disconnect).
@@ -501,10 +517,7 @@ TEST_F(ServerLifecycleTest, QueueFullGets429) {
     EXPECT_TRUE(r && r->status == 200);
   });
   auto cli = s.Client();
-  for (int i = 0; i < 200 && Metric(cli, "trinity_requests_running") < 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(Metric(cli, "trinity_requests_running"), 1);
+  ASSERT_EQ(AwaitMetric(cli, "trinity_requests_running", [](double v) { return v >= 1; }), 1);
   auto r = cli.Post("/v1/completions", json({{"prompt", "b"}, {"max_tokens", 1}}).dump(), "application/json");
   const json e = ExpectError(r, 429);
   EXPECT_EQ(e["code"], "queue_full");
@@ -526,13 +539,10 @@ TEST_F(ServerLifecycleTest, DisconnectFreesSlot) {
   const Stream st = PostStream(cli, "/v1/chat/completions", req, /*stop_after=*/3);  // role + 2 pieces
   EXPECT_EQ(st.events.size(), 3u);
   auto probe = s.Client();
-  for (int i = 0; i < 300 && Metric(probe, "trinity_requests_running") != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(Metric(probe, "trinity_requests_running"), 0);
+  EXPECT_EQ(AwaitMetric(probe, "trinity_requests_running", [](double v) { return v == 0; }), 0);
   const double freed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(freed_s, 2.0);  // far less than the 4 s the whole answer takes
-  EXPECT_EQ(Metric(probe, "trinity_requests_total{outcome=\"cancelled\"}"), 1);
+  EXPECT_EQ(AwaitMetric(probe, "trinity_requests_total{outcome=\"cancelled\"}", [](double v) { return v >= 1; }), 1);
   // The slot serves the next request.
   auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
   ASSERT_TRUE(r);
@@ -572,15 +582,14 @@ TEST_F(ServerLifecycleTest, NonStreamingDisconnectFreesSlot) {
     SCOPED_TRACE(path);
     const auto start = std::chrono::steady_clock::now();
     PostAndHangUp(s.port, path, body, std::chrono::milliseconds(300));
-    for (int i = 0; i < 600 && Metric(probe, "trinity_requests_running") != 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    EXPECT_EQ(Metric(probe, "trinity_requests_running"), 0);
+    EXPECT_EQ(AwaitMetric(probe, "trinity_requests_running", [](double v) { return v == 0; }), 0);
     const double freed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     // Far less than the 8 s the whole answer takes (the bound leaves room for a loaded CI machine:
     // 2 s of a 4 s answer failed once under ctest -j2).
     EXPECT_LT(freed_s, 4.0);
-    EXPECT_EQ(Metric(probe, "trinity_requests_total{outcome=\"cancelled\"}"), ++cancelled);
+    ++cancelled;
+    const std::string counter = "trinity_requests_total{outcome=\"cancelled\"}";
+    EXPECT_EQ(AwaitMetric(probe, counter, [&](double v) { return v >= cancelled; }), cancelled);
   }
   auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
   ASSERT_TRUE(r);
@@ -620,9 +629,7 @@ TEST_F(ServerLifecycleTest, Timeouts) {
     if (r && r->status == 200) first = json::parse(r->body);
   });
   auto cli = s.Client();
-  for (int i = 0; i < 200 && Metric(cli, "trinity_requests_running") < 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  AwaitMetric(cli, "trinity_requests_running", [](double v) { return v >= 1; });
   const json req = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}, {"stream", true}};
   const Stream st = PostStream(cli, "/v1/chat/completions", req);
   running.join();
@@ -704,9 +711,7 @@ TEST_F(ServerLifecycleTest, DrainFinishesInFlight) {
     status = r ? r->status : -1;
   });
   auto cli = s.Client();
-  for (int i = 0; i < 200 && Metric(cli, "trinity_requests_running") < 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  AwaitMetric(cli, "trinity_requests_running", [](double v) { return v >= 1; });
   std::thread drain([&] { s.server->Drain(); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto h = cli.Get("/health");
