@@ -528,7 +528,7 @@ TEST_F(ServerLifecycleTest, QueueFullGets429) {
 
 TEST_F(ServerLifecycleTest, DisconnectFreesSlot) {
   ServerOptions o = SmallOptions();
-  o.step_delay_ms = 20;  // 200 tokens would hold the slot 4 s
+  o.step_delay_ms = 40;  // 200 tokens would hold the slot 8 s
   Running s(o);
   auto cli = s.Client();
   const json req = {{"messages", {{{"role", "user"}, {"content", "Tell a long story"}}}},
@@ -541,7 +541,7 @@ TEST_F(ServerLifecycleTest, DisconnectFreesSlot) {
   auto probe = s.Client();
   EXPECT_EQ(AwaitMetric(probe, "trinity_requests_running", [](double v) { return v == 0; }), 0);
   const double freed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(freed_s, 2.0);  // far less than the 4 s the whole answer takes
+  EXPECT_LT(freed_s, 4.0);  // far less than the 8 s the whole answer takes (room for a loaded machine)
   EXPECT_EQ(AwaitMetric(probe, "trinity_requests_total{outcome=\"cancelled\"}", [](double v) { return v >= 1; }), 1);
   // The slot serves the next request.
   auto r = probe.Post("/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump(), "application/json");
