@@ -4,7 +4,8 @@
 //
 // Memory-bound kernels (ternary GEMV, F16 GEMV) cycle over enough copies of the matrix to miss
 // every cache and report GB/s of weight bytes read plus pct_peak: that rate as a percentage of
-// this process's measured one-thread read bandwidth (BM_ReadBandwidth, measured once at start).
+// this process's measured one-thread read bandwidth (the probe of `trinity bench --engine`, run
+// once at start; BM_ReadBandwidth reports it as peak_GBps_measured beside a one-stream read).
 // The compute-bound ternary GEMM (prefill) reports GMAC/s per CPU second and pct_vnni_peak: that
 // rate as a percentage of one core's measured zmm vpdpbusd rate. Other rates use wall time (UseRealTime):
 // the machine may be shared, and a memory-bound kernel's wall rate is what decoding sees.
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "engine/common/fp16.h"
+#include "engine/common/read_bandwidth.h"
 #include "engine/kernels/cpu.h"
 
 namespace trinity::kernels {
@@ -34,21 +36,10 @@ uint64_t SumWords(const uint64_t* p, size_t n) {
   return a + b + c + d;
 }
 
-// One-thread read bandwidth (best of 5 passes over 256 MiB), GB/s.
+// One-thread read bandwidth, the probe `trinity bench --engine` uses (best of its access patterns
+// over 256 MiB), GB/s.
 double PeakReadGbps() {
-  static const double gbps = [] {
-    std::vector<uint64_t> buf(kColdBytes / 8);
-    for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
-    double best = 1e30;
-    uint64_t sink = 0;
-    for (int pass = 0; pass < 5; ++pass) {
-      const auto t0 = std::chrono::steady_clock::now();
-      sink += SumWords(buf.data(), buf.size());
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    benchmark::DoNotOptimize(sink);
-    return static_cast<double>(kColdBytes) / best / 1e9;
-  }();
+  static const double gbps = MeasureReadGbps(1, static_cast<int64_t>(kColdBytes));
   return gbps;
 }
 
@@ -61,6 +52,7 @@ void SetBandwidth(benchmark::State& state, double bytes_per_iter) {
       bytes_per_iter * static_cast<double>(state.iterations()) / 1e9 / PeakReadGbps() * 100.0, benchmark::Counter::kIsRate);
 }
 
+// One sequential stream (GBps) against the probe's best pattern (peak_GBps_measured).
 void BM_ReadBandwidth(benchmark::State& state) {
   std::vector<uint64_t> buf(kColdBytes / 8, 1);
   for (auto _ : state) benchmark::DoNotOptimize(SumWords(buf.data(), buf.size()));

@@ -1,8 +1,11 @@
 // ThreadPool::ParallelFor: every index of [0, n) runs exactly once, in chunks that start on the
-// grain, whatever the thread count; a slow thread does not hold the others' share.
+// grain, whatever the thread count; a slow thread does not hold the others' share. The read
+// bandwidth probe, which runs on the pool, reads every word exactly once in each pattern.
 #include "engine/common/thread_pool.h"
 
 #include <gtest/gtest.h>
+
+#include "engine/common/read_bandwidth.h"
 
 #include <atomic>
 #include <chrono>
@@ -67,6 +70,16 @@ TEST(ThreadPoolTest, ChunksGoToWhicheverThreadIsFree) {
   }
   EXPECT_EQ(1, slow_runs);
   EXPECT_EQ(n, rows);
+}
+
+// MeasureReadGbps checks its own sums (0 + 1 + ... + n-1 in every pass) and returns 0 when they
+// are wrong: buffer sizes that no stream count or block divides exercise every tail.
+TEST(ReadBandwidthTest, EveryPatternReadsEveryWordOnce) {
+  for (const int64_t words : {int64_t{1} << 16, (int64_t{1} << 17) + 13, (int64_t{1} << 18) + (int64_t{1} << 17) + 7}) {
+    for (const int threads : {1, 2, 3}) {
+      EXPECT_GT(MeasureReadGbps(threads, words * 8), 0.0) << words << " words, " << threads << " threads";
+    }
+  }
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "node/engine_bench.h"
 
 #include <algorithm>
-#include <atomic>
 #include <barrier>
 #include <chrono>
 #include <cstring>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "engine/common/error.h"
+#include "engine/common/read_bandwidth.h"
 #include "engine/common/thread_pool.h"
 #include "engine/model/batcher.h"
 #include "engine/model/context.h"
@@ -26,21 +26,6 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Sum of n 64-bit words; four independent accumulators so the loads are not serialised on one
-// add chain (the compiler vectorises each).
-uint64_t SumWords(const uint64_t* p, int64_t n) {
-  uint64_t a = 0, b = 0, c = 0, d = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    a += p[i];
-    b += p[i + 1];
-    c += p[i + 2];
-    d += p[i + 3];
-  }
-  for (; i < n; ++i) a += p[i];
-  return a + b + c + d;
-}
-
 // Fixed pseudo-random token ids, as llama-bench uses random tokens: the forward pass does the
 // same work for any id.
 std::vector<int32_t> BenchTokens(size_t n, int32_t n_vocab, uint64_t state) {
@@ -53,35 +38,6 @@ std::vector<int32_t> BenchTokens(size_t n, int32_t n_vocab, uint64_t state) {
 }
 
 }  // namespace
-
-double MeasureReadGbps(int threads, int64_t bytes) {
-  if (threads <= 0) threads = ThreadPool::DefaultThreads();
-  const int64_t n_words = std::max<int64_t>(bytes / 8, 1 << 16);
-  std::unique_ptr<uint64_t[]> buffer(new uint64_t[static_cast<size_t>(n_words)]);
-  ThreadPool pool(threads);
-  constexpr int64_t kGrain = 4096;  // words: 32 KiB chunks
-  // First touch from the threads that will read (pages land near them).
-  pool.ParallelFor(
-      n_words, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) buffer[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
-      },
-      kGrain);
-  std::atomic<uint64_t> sink{0};
-  double best_s = 0.0;
-  constexpr int kPasses = 6;  // the first is a warm-up
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const auto start = Clock::now();
-    pool.ParallelFor(
-        n_words, [&](int64_t begin, int64_t end) {
-          sink.fetch_add(SumWords(buffer.get() + begin, end - begin), std::memory_order_relaxed);
-        },
-        kGrain);
-    const double s = SecondsSince(start);
-    if (pass > 0 && (best_s == 0.0 || s < best_s)) best_s = s;
-  }
-  if (sink.load() == 42) best_s *= 1.0;  // keeps the sums alive
-  return static_cast<double>(n_words) * 8.0 / best_s / 1e9;
-}
 
 EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options) {
   if (options.n_prompt < 0 || options.n_gen < 0) Fail("-p and -n must be >= 0");

@@ -62,8 +62,4 @@ struct StreamsBenchResult {
 StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads,
                                    LmHeadFormat lm_head = LmHeadFormat::kFile);
 
-// STREAM-like read bandwidth: every thread sums its contiguous share of a `bytes` buffer; best
-// of several passes after a warm-up. Returns 1e9 bytes/s.
-double MeasureReadGbps(int threads, int64_t bytes);
-
 }  // namespace trinity::node

@@ -1,0 +1,81 @@
+#include "engine/common/read_bandwidth.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <iterator>
+#include <memory>
+
+#include "engine/common/thread_pool.h"
+
+namespace trinity {
+
+namespace {
+
+// Sum of n 64-bit words read as kStreams sequential streams side by side (the range cut into
+// kStreams equal parts); four accumulators per stream so the loads wait on no add chain (the
+// compiler vectorises them).
+template <int kStreams>
+uint64_t SumStreams(const uint64_t* p, int64_t n) {
+  const int64_t part = n / kStreams / 4 * 4;
+  uint64_t acc[kStreams][4] = {};
+  for (int64_t i = 0; i < part; i += 4) {
+    for (int s = 0; s < kStreams; ++s) {
+      for (int k = 0; k < 4; ++k) acc[s][k] += p[s * part + i + k];
+    }
+  }
+  uint64_t total = 0;
+  for (int64_t i = part * kStreams; i < n; ++i) total += p[i];
+  for (const auto& a : acc) total += a[0] + a[1] + a[2] + a[3];
+  return total;
+}
+
+// Whole-range sum in blocks of kBlockWords, each block read as kStreams streams.
+template <int kStreams>
+uint64_t SumRange(const uint64_t* p, int64_t n) {
+  constexpr int64_t kBlockWords = int64_t{1} << 17;  // 1 MiB: long enough streams for the prefetcher
+  uint64_t total = 0;
+  for (int64_t b = 0; b < n; b += kBlockWords) total += SumStreams<kStreams>(p + b, std::min(kBlockWords, n - b));
+  return total;
+}
+
+}  // namespace
+
+double MeasureReadGbps(int threads, int64_t bytes) {
+  if (threads <= 0) threads = ThreadPool::DefaultThreads();
+  const int64_t n_words = std::max<int64_t>(bytes / 8, 1 << 16);
+  std::unique_ptr<uint64_t[]> buffer(new uint64_t[static_cast<size_t>(n_words)]);
+  ThreadPool pool(threads);
+  constexpr int64_t kGrain = 4096;  // words: 32 KiB
+  // First touch from the threads that will read (pages land near them); also the warm-up.
+  pool.ParallelFor(
+      n_words, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) buffer[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
+      },
+      kGrain);
+  using Sum = uint64_t (*)(const uint64_t*, int64_t);
+  constexpr Sum kPatterns[] = {SumRange<1>, SumRange<2>, SumRange<4>};
+  std::atomic<uint64_t> sink{0};
+  double best_s = 0.0;
+  // The patterns take turns, so that a busy moment on a shared machine costs no pattern all its passes.
+  constexpr int kRounds = 3;
+  for (int round = 0; round < kRounds; ++round) {
+    for (const Sum sum : kPatterns) {
+      const auto start = std::chrono::steady_clock::now();
+      pool.ParallelFor(
+          n_words, [&](int64_t begin, int64_t end) {
+            sink.fetch_add(sum(buffer.get() + begin, end - begin), std::memory_order_relaxed);
+          },
+          kGrain);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (best_s == 0.0 || s < best_s) best_s = s;
+    }
+  }
+  // The sums are checked, so the compiler cannot drop the reads.
+  const auto n = static_cast<uint64_t>(n_words);
+  const uint64_t expected = n % 2 == 0 ? n / 2 * (n - 1) : (n - 1) / 2 * n;  // 0 + 1 + ... + (n - 1)
+  if (sink.load() != expected * kRounds * std::size(kPatterns)) return 0.0;
+  return static_cast<double>(n_words) * 8.0 / best_s / 1e9;
+}
+
+}  // namespace trinity

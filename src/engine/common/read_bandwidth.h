@@ -1,0 +1,18 @@
+#pragma once
+
+#include <cstdint>
+
+namespace trinity {
+
+// Memory read bandwidth, the denominator of a roofline: `threads` threads (0: one per core) read
+// a `bytes` buffer (>> any cache), each its own contiguous share, in every access pattern the
+// probe knows (1, 2 and 4 sequential streams per thread read side by side), several passes
+// each after one warm-up pass; the best pass wins. Returns 1e9 bytes per second.
+//
+// One stream per thread is not the ceiling: on a Zen 3 core, one thread read 8-11 GB/s as one
+// stream and 13-17 GB/s as two or four (the hardware prefetcher follows each stream only so far
+// ahead), and the F16 LM head, four row streams, read faster than a one-stream probe. A roofline
+// against the one-stream rate could pass 100%.
+double MeasureReadGbps(int threads, int64_t bytes);
+
+}  // namespace trinity
