@@ -5,14 +5,14 @@
 
 #include <gtest/gtest.h>
 
-#include "engine/common/read_bandwidth.h"
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "engine/common/read_bandwidth.h"
 
 namespace trinity {
 namespace {

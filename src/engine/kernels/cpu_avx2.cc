@@ -170,15 +170,25 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // |pair| <= 2*3*128) gives each block's sums in int16 lanes (|lane| <= 4 x 768), four blocks add up
 // in int16 (<= 12288, no overflow even for code 3) before one vpmaddwd with ones widens them.
 //
-// One row at a time: the weights are read as ONE sequential stream. Four rows sharing the
-// activation loads (the earlier kernel) made four streams that the hardware prefetcher followed
-// badly: on Zen 3, 2560 x 6912 from DRAM, one thread, 6.3 GB/s against 12.1 for one row at a time
-// (19.6 GB/s with the weights in cache: the activations, <= 7 KB, stay in L1 either way).
-// Even the one stream is followed too late by the hardware prefetcher alone: the weights 2 KB
-// ahead are prefetched (two lines per four blocks; rows are contiguous, so past a row's end is
-// the next row). 2B-4T decode, two threads, ten alternated pairs: 10.85-12.83 -> 11.85-14.29
-// tok/s together with the heads' prefetch below (bench/RESULTS.md, ninth session).
-constexpr int64_t kGemvPrefetchBytes = 2048;
+// Decode reads every weight once, so the GEMVs (ternary here, the LM heads below) are bound by
+// how fast one core can stream memory, and that depends on the access pattern: on Zen 3 one
+// thread read 9.5-11 GB/s as one sequential stream, 11-15 as two and 13-17 as four side by side
+// (the read probe, engine/common/read_bandwidth.h). RowStreams gives each GEMV that pattern:
+// a thread's rows are cut into R equal parts and a tile is the i-th row of every part, so the R
+// rows of a tile are R long sequential streams. Earlier kernels read R adjacent rows (each only
+// one row long, n_in / 4 bytes here: streams the hardware prefetcher followed badly, 6.3 GB/s
+// against 12.1 for one row at a time in the seventh session) or one row at a time with a
+// software prefetch 2 KB ahead (ninth session). kernels_bench, one thread, three alternated
+// rounds: ternary GEMV 2560 -> 6912 500-633 -> 391-549 us, 6912 -> 2560 487-683 -> 465-553 us;
+// two streams gained less, the 2 KB prefetch kept for the streams no better. 2B-4T decode,
+// two threads, five alternated pairs with the heads' streams: 11.6-13.4 -> 13.8-15.8 tok/s
+// (bench/RESULTS.md, tenth session).
+template <int R, class Tile, class One>
+inline void RowStreams(int64_t row_begin, int64_t row_end, const Tile& tile, const One& one) {
+  const int64_t part = (row_end - row_begin) / R;
+  for (int64_t i = 0; i < part; ++i) tile(row_begin + i, part);  // rows i, i + part, ...
+  for (int64_t r = row_begin + R * part; r < row_end; ++r) one(r);  // the last rows (< R)
+}
 
 inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
   const __m256i three = _mm256_set1_epi8(3);
@@ -193,19 +203,28 @@ inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
   return _mm256_add_epi16(a, b);
 }
 
-inline int32_t GemvRow(const uint8_t* row, const int8_t* q, int64_t blocks) {
+// R rows, `stride` bytes apart: out[r] = the row's integer sum.
+template <int R>
+inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64_t blocks, int32_t* out) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc = _mm256_setzero_si256();
+  __m256i acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
-    _mm_prefetch(reinterpret_cast<const char*>(row + 32 * j + kGemvPrefetchBytes), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(row + 32 * j + kGemvPrefetchBytes + 64), _MM_HINT_T0);
-    const __m256i s = _mm256_add_epi16(_mm256_add_epi16(GemvBlock(row, q, j), GemvBlock(row, q, j + 1)),
-                                       _mm256_add_epi16(GemvBlock(row, q, j + 2), GemvBlock(row, q, j + 3)));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s, ones));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* rr = row + r * stride;
+      const __m256i s = _mm256_add_epi16(_mm256_add_epi16(GemvBlock(rr, q, j), GemvBlock(rr, q, j + 1)),
+                                         _mm256_add_epi16(GemvBlock(rr, q, j + 2), GemvBlock(rr, q, j + 3)));
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s, ones));
+    }
   }
-  for (; j < blocks; ++j) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(GemvBlock(row, q, j), ones));
-  return HsumEpi32(acc);
+  for (int r = 0; r < R; ++r) {
+    for (int64_t k = j; k < blocks; ++k) {
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(GemvBlock(row + r * stride, q, k), ones));
+    }
+    out[r] = HsumEpi32(acc[r]);
+  }
 }
 
 void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
@@ -215,9 +234,19 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
     return;
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    y[r] = static_cast<float>(GemvRow(w.codes + r * row_bytes, q, blocks) - q_sum) * w.scale / act_scale;
-  }
+  auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - q_sum) * w.scale / act_scale; };
+  RowStreams<4>(
+      row_begin, row_end,
+      [&](int64_t r, int64_t part) {
+        int32_t dot[4];
+        GemvRows<4>(w.codes + r * row_bytes, part * row_bytes, q, blocks, dot);
+        for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
+      },
+      [&](int64_t r) {
+        int32_t dot;
+        GemvRows<1>(w.codes + r * row_bytes, row_bytes, q, blocks, &dot);
+        store(r, dot);
+      });
 }
 
 // ---- ternary GEMM (prefill) ---------------------------------------------------------------------
@@ -541,37 +570,34 @@ inline float DenseEnd(__m256 acc0, __m256 acc1, const uint8_t* row, const float*
   return s;
 }
 
-// With R > 1 (F16) the next tile's rows are prefetched at the pace they will be read, one line of
-// each per 32 columns: kernels_bench 2560 x 32768, one thread, 16.3-17.6 -> 14.9-15.5 ms.
+// R rows, row_stride bytes apart, into y[0], y[y_stride], ...
 template <int R, bool kF16>
-inline void DenseTile(const uint8_t* w0, uint64_t row_bytes, const float* x, int64_t n, float* y, int64_t r0) {
+inline void DenseTile(const uint8_t* w0, uint64_t row_stride, const float* x, int64_t n, float* y, int64_t y_stride) {
   __m256 acc0[R], acc1[R];
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   auto half = [&](int64_t c, __m256 (&acc)[R]) {
     const __m256 xv = _mm256_loadu_ps(x + c);
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(DenseLoad<kF16>(w0 + r * row_bytes, c), xv, acc[r]);
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(DenseLoad<kF16>(w0 + r * row_stride, c), xv, acc[r]);
   };
-  const uint8_t* next = w0 + R * row_bytes;
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
-    if constexpr (R > 1 && kF16) {
-      if ((c & 31) == 0) {
-        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(next + r * row_bytes + 2 * c), _MM_HINT_T0);
-      }
-    }
     half(c, acc0);
     half(c + 8, acc1);
   }
-  for (int r = 0; r < R; ++r) y[r0 + r] = DenseEnd<kF16>(acc0[r], acc1[r], w0 + r * row_bytes, x, c, n);
+  for (int r = 0; r < R; ++r) y[r * y_stride] = DenseEnd<kF16>(acc0[r], acc1[r], w0 + r * row_stride, x, c, n);
 }
 
-// Rows [row_begin, row_end), R rows at a time and the rest one by one.
+// Four row streams (RowStreams, above): the F16 head 2560 x 32768, one thread, three alternated
+// rounds, 15.9-19.2 -> 10.9-13.4 ms against four adjacent rows with the next tile prefetched (that
+// prefetch, kept for the streams, was no better).
 template <int R, bool kF16>
 void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
-  int64_t r = row_begin;
-  for (; r + R <= row_end; r += R) DenseTile<R, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y, r);
-  for (; r < row_end; ++r) DenseTile<1, kF16>(w.data + r * w.row_bytes, w.row_bytes, x, w.n_in, y, r);
+  const uint64_t rb = w.row_bytes;
+  RowStreams<R>(
+      row_begin, row_end,
+      [&](int64_t r, int64_t part) { DenseTile<R, kF16>(w.data + r * rb, part * rb, x, w.n_in, y + r, part); },
+      [&](int64_t r) { DenseTile<1, kF16>(w.data + r * rb, rb, x, w.n_in, y + r, 1); });
 }
 
 void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
@@ -695,46 +721,44 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
 // operand of vpmaddubsw: |q| * (w * sign q) = q * w, pairs <= 2 * 128 * 127 < 2^15, no saturation
 // for any q in [-128, 127]. |q| is computed once per 32 activations for four rows.
 template <int R>
-inline void Q8Rows(const uint8_t* w0, uint64_t row_bytes, const int8_t* q, int64_t n, int32_t* out) {
+inline void Q8Rows(const uint8_t* w0, uint64_t row_stride, const int8_t* q, int64_t n, int32_t* out) {
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   __m256i acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
-  const uint8_t* next = w0 + R * row_bytes;
   int64_t c = 0;
   for (; c + 32 <= n; c += 32) {
-    if constexpr (R > 1) {  // the next tile's rows, one line of each per 64 columns (as DenseTile)
-      if ((c & 63) == 0) {
-        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(next + r * row_bytes + c), _MM_HINT_T0);
-      }
-    }
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
     const __m256i qa = _mm256_abs_epi8(qv);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256i wv = _mm256_xor_si256(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * row_bytes + c)), flip);
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * row_stride + c)), flip);
       acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(wv, qv)), ones));
     }
   }
   for (int r = 0; r < R; ++r) {
     int32_t s = HsumEpi32(acc[r]);
-    const uint8_t* row = w0 + r * row_bytes;
+    const uint8_t* row = w0 + r * row_stride;
     for (int64_t i = c; i < n; ++i) s += (static_cast<int32_t>(row[i]) - 128) * q[i];
     out[r] = s;
   }
 }
 
+// Four row streams, as the F16 head (RowStreams): 2560 x 32768, one thread, 9.3-10.7 -> 6.4-6.8 ms.
 void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
-  int32_t dot[4];
-  int64_t r = row_begin;
-  for (; r + 4 <= row_end; r += 4) {
-    Q8Rows<4>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
-    for (int i = 0; i < 4; ++i) y[r + i] = static_cast<float>(dot[i]) * w.scales[r + i] / act_scale;
-  }
-  for (; r < row_end; ++r) {
-    Q8Rows<1>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, dot);
-    y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
-  }
+  const uint64_t rb = w.row_bytes;
+  RowStreams<4>(
+      row_begin, row_end,
+      [&](int64_t r, int64_t part) {
+        int32_t dot[4];
+        Q8Rows<4>(w.data + r * rb, part * rb, q, w.n_in, dot);
+        for (int i = 0; i < 4; ++i) y[r + i * part] = static_cast<float>(dot[i]) * w.scales[r + i * part] / act_scale;
+      },
+      [&](int64_t r) {
+        int32_t dot[1];
+        Q8Rows<1>(w.data + r * rb, rb, q, w.n_in, dot);
+        y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
+      });
 }
 
 // ---- attention --------------------------------------------------------------------------------------
