@@ -180,7 +180,7 @@ struct BenchFlags {
   bool json = false, free_text = false, no_progress = false, overhead = false, no_warmup = false;
   // --engine
   bool engine = false;
-  int64_t n_prompt = 512, n_gen = 128;
+  int64_t n_prompt = 512, n_gen = 128, depth = 0;
   int repetitions = 1;
   int64_t bandwidth_mib = 512;
   std::vector<int> streams;  // aggregate decode of N concurrent streams (continuous batching)
@@ -411,6 +411,7 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   node::EngineBenchOptions options;
   options.n_prompt = f.n_prompt;
   options.n_gen = f.n_gen;
+  options.depth = f.depth;
   options.threads = f.threads;
   options.repetitions = f.repetitions;
   options.bandwidth_bytes = f.bandwidth_mib << 20;
@@ -423,7 +424,8 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   const bool gpu = r.device == Device::kCuda;
   if (f.json) {
     nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
-                        {"bytes_per_token", r.bytes_per_token}, {"read_gbps", r.read_gbps},
+                        {"bytes_per_token", r.bytes_per_token}, {"kv_bytes_per_token", r.kv_bytes_per_token},
+                        {"depth", f.depth}, {"read_gbps", r.read_gbps},
                         {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
                         {"lm_head", LmHeadFormatName(options.lm_head)}, {"peak_rss_bytes", r.peak_rss_bytes},
                         {"model_file_bytes", r.model_file_bytes}};
@@ -446,23 +448,25 @@ void RunEngineBenchCommand(const BenchFlags& f) {
     return;
   }
   const double mib = static_cast<double>(r.bytes_per_token) / (1 << 20);
+  const double weight_mib = static_cast<double>(r.bytes_per_token - r.kv_bytes_per_token) / (1 << 20);
   std::vector<std::vector<std::string>> rows;
   const std::string name = model->config().name.empty() ? "model" : model->config().name;
   const std::string backend = gpu ? "CUDA" : "CPU";
   const std::string threads = gpu ? "-" : std::to_string(r.threads);
+  const std::string at_depth = f.depth > 0 ? fmt::format(" @ d{}", f.depth) : "";
   if (f.n_prompt > 0) {
-    rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
-                    fmt::format("pp{}", f.n_prompt), fmt::format("{:.2f}", r.pp_tok_per_s)});
+    rows.push_back({name, fmt::format("{:.2f} MiB", weight_mib), backend, threads,
+                    fmt::format("pp{}{}", f.n_prompt, at_depth), fmt::format("{:.2f}", r.pp_tok_per_s)});
   }
   if (f.n_gen > 0) {
-    rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
-                    fmt::format("tg{}", f.n_gen), fmt::format("{:.2f}", r.tg_tok_per_s)});
+    rows.push_back({name, fmt::format("{:.2f} MiB", weight_mib), backend, threads,
+                    fmt::format("tg{}{}", f.n_gen, at_depth), fmt::format("{:.2f}", r.tg_tok_per_s)});
     if (gpu) {
-      rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
+      rows.push_back({name, fmt::format("{:.2f} MiB", weight_mib), backend, threads,
                       fmt::format("tg{} greedy on GPU", f.n_gen), fmt::format("{:.2f}", r.tg_greedy_tok_per_s)});
     }
     if (gpu && r.n_seq > 0) {
-      rows.push_back({name, fmt::format("{:.2f} MiB", mib), backend, threads,
+      rows.push_back({name, fmt::format("{:.2f} MiB", weight_mib), backend, threads,
                       fmt::format("tg{} x{} seqs (aggregate)", f.n_gen, r.n_seq), fmt::format("{:.2f}", r.tg_batch_tok_per_s)});
     }
   }
@@ -470,7 +474,11 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                           {false, true, false, true, false, true}, rows)
                         .c_str());
   const double ceiling = r.bytes_per_token > 0 ? r.read_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
-  std::printf("\nbytes read per token: %s (%.2f MiB)\n", Grouped(static_cast<double>(r.bytes_per_token)).c_str(), mib);
+  std::printf("\nbytes read per token: %s (%.2f MiB)", Grouped(static_cast<double>(r.bytes_per_token)).c_str(), mib);
+  if (r.kv_bytes_per_token > 0) {
+    std::printf(", of which KV cache %s (tg's mean position)", Grouped(static_cast<double>(r.kv_bytes_per_token)).c_str());
+  }
+  std::printf("\n");
   if (gpu) {
     std::printf("device: %s\n", r.device_name.c_str());
     std::printf("device copy bandwidth: %.2f GB/s (read + write, %lld MiB buffer)\n", r.read_gbps,
@@ -578,6 +586,8 @@ void RegisterBench(CLI::App& app) {
   cmd->add_flag("--engine", f->engine, "llama-bench-style pp/tg tok/s, bytes per token, bandwidth, roofline");
   cmd->add_option("-p,--n-prompt", f->n_prompt, "--engine: prompt tokens (pp)")->capture_default_str();
   cmd->add_option("-n,--n-gen", f->n_gen, "--engine: generated tokens (tg)")->capture_default_str();
+  cmd->add_option("-d,--depth", f->depth, "--engine: tokens already in the context before each pp and tg test")
+      ->capture_default_str();
   cmd->add_option("--lm-head", f->lm_head, "--engine: " "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)");
   cmd->add_option("-r,--repetitions", f->repetitions, "--engine: repetitions averaged")->capture_default_str();
   cmd->add_option("--bw-mib", f->bandwidth_mib, "--engine: bandwidth-benchmark buffer (MiB)")->capture_default_str();

@@ -40,10 +40,10 @@ std::vector<int32_t> BenchTokens(size_t n, int32_t n_vocab, uint64_t state) {
 }  // namespace
 
 EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options) {
-  if (options.n_prompt < 0 || options.n_gen < 0) Fail("-p and -n must be >= 0");
+  if (options.n_prompt < 0 || options.n_gen < 0 || options.depth < 0) Fail("-p, -n and -d must be >= 0");
   if (options.n_prompt == 0 && options.n_gen == 0) Fail("nothing to measure: -p and -n are both 0");
   if (options.repetitions < 1) Fail("repetitions must be at least 1");
-  const int64_t n_ctx = std::max<int64_t>(std::max(options.n_prompt, options.n_gen), 1);
+  const int64_t n_ctx = std::max<int64_t>(options.depth + std::max(options.n_prompt, options.n_gen), 1);
   ContextOptions context_options;
   context_options.n_ctx = n_ctx;
   context_options.n_threads = options.threads;
@@ -54,7 +54,8 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
 
   EngineBenchResult result;
   result.threads = context.pool().n_threads();
-  result.bytes_per_token = model.WeightBytesPerToken(options.lm_head == LmHeadFormat::kQ8);
+  result.kv_bytes_per_token = static_cast<uint64_t>(options.depth + options.n_gen / 2) * context.KvBytesPerPosition();
+  result.bytes_per_token = model.WeightBytesPerToken(options.lm_head == LmHeadFormat::kQ8) + result.kv_bytes_per_token;
   result.device = context.device();
   cuda::Forward* gpu = context.gpu();
   if (gpu) result.device_name = cuda::DeviceDescription(0);
@@ -76,20 +77,26 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   }
 
   const std::vector<int32_t> tokens = BenchTokens(static_cast<size_t>(n_ctx), n_vocab, 0x9E3779B97F4A7C15ull);
+  const int32_t* after = tokens.data() + options.depth;  // the measured tokens follow the depth's
+  // An empty context, then `depth` tokens in one untimed Eval.
+  auto fill = [&] {
+    context.Reset();
+    if (options.depth > 0) context.Eval(std::span<const int32_t>(tokens.data(), static_cast<size_t>(options.depth)));
+  };
 
   double pp_s = 0.0, tg_s = 0.0;
   for (int rep = 0; rep < options.repetitions; ++rep) {
     if (options.n_prompt > 0) {
-      context.Reset();
+      fill();
       const auto start = Clock::now();
-      context.Eval(std::span<const int32_t>(tokens.data(), static_cast<size_t>(options.n_prompt)));
+      context.Eval(std::span<const int32_t>(after, static_cast<size_t>(options.n_prompt)));
       pp_s += SecondsSince(start);
     }
     if (options.n_gen > 0) {
-      context.Reset();
+      fill();
       const auto start = Clock::now();
       for (int64_t i = 0; i < options.n_gen; ++i) {
-        context.Eval(std::span<const int32_t>(tokens.data() + i, 1));
+        context.Eval(std::span<const int32_t>(after + i, 1));
       }
       tg_s += SecondsSince(start);
     }

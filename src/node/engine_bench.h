@@ -15,7 +15,10 @@ namespace trinity::node {
 
 struct EngineBenchOptions {
   int64_t n_prompt = 512;   // pp: tokens evaluated in one Eval
-  int64_t n_gen = 128;      // tg: tokens evaluated one at a time, from an empty context
+  int64_t n_gen = 128;      // tg: tokens evaluated one at a time, after `depth` tokens
+  // Tokens already in the context before each pp and tg measurement (llama-bench's -d): one
+  // untimed Eval first. Decode at depth d also reads the d cached keys and values per layer.
+  int64_t depth = 0;
   int threads = 0;          // 0: one per available core
   int repetitions = 1;      // each figure is the mean over repetitions
   int64_t bandwidth_bytes = int64_t{512} << 20;  // read-benchmark buffer (>> last-level cache)
@@ -29,7 +32,9 @@ struct EngineBenchOptions {
 struct EngineBenchResult {
   double pp_tok_per_s = 0.0;
   double tg_tok_per_s = 0.0;
-  uint64_t bytes_per_token = 0;  // Model::WeightBytesPerToken()
+  uint64_t bytes_per_token = 0;  // Model::WeightBytesPerToken() + kv_bytes_per_token
+  // KV-cache bytes a tg token reads on average (depth + n_gen / 2 positions, every layer).
+  uint64_t kv_bytes_per_token = 0;
   double read_gbps = 0.0;        // measured memory read bandwidth, 1e9 bytes/s
   double roofline_pct = 0.0;     // tg_tok_per_s * bytes_per_token / read bandwidth * 100
   int threads = 0;

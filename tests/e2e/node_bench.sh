@@ -70,8 +70,9 @@ echo "ok bench tables"
 "$PY" - "$WORK/engine.json" <<'PYEOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "read_gbps", "roofline_pct", "threads",
-                  "lm_head", "model_file_bytes", "peak_rss_bytes"}, d
+assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "kv_bytes_per_token", "depth", "read_gbps",
+                  "roofline_pct", "threads", "lm_head", "model_file_bytes", "peak_rss_bytes"}, d
+assert d["depth"] == 0 and d["kv_bytes_per_token"] > 0  # tg's mean position is n / 2 = 2
 assert d["lm_head"] == "file" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
 assert d["pp_tok_per_s"] > 0 and d["tg_tok_per_s"] > 0 and d["bytes_per_token"] > 0 and d["read_gbps"] > 0
 assert abs(d["roofline_pct"] - d["tg_tok_per_s"] * d["bytes_per_token"] / (d["read_gbps"] * 1e9) * 100) < 1e-6
@@ -79,6 +80,18 @@ assert d["threads"] == 2
 print("ok bench --engine --json")
 PYEOF
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 | grep -q "| tg4 |" || fail "engine table"
+# --depth: the tests run after that many cached tokens, whose keys and values count as read bytes.
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 --json > "$WORK/depth0.json"
+"$PY" - "$WORK/engine.json" "$WORK/depth0.json" <<'PYEOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert b["depth"] == 16 and b["tg_tok_per_s"] > 0 and b["pp_tok_per_s"] > 0
+# per cached position: the same bytes; at depth 16 the mean tg position is 18, without it 2
+assert b["kv_bytes_per_token"] == a["kv_bytes_per_token"] * 9, (a, b)
+assert b["bytes_per_token"] - b["kv_bytes_per_token"] == a["bytes_per_token"] - a["kv_bytes_per_token"]
+print("ok bench --engine --depth")
+PYEOF
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 | grep -q "| tg4 @ d16 |" || fail "depth label"
 
 # --overhead: both sides generate the same tokens.
 "$TRINITY" bench --overhead -m "$MODEL" -c 256 -t 2 --suite "$WORK/small.json" --max-tokens 2 --json > "$WORK/over.json"

@@ -110,6 +110,10 @@ Context::~Context() {
   if (batcher_) batcher_->Detach(*this);
 }
 
+uint64_t Context::KvBytesPerPosition() const {
+  return 2 * static_cast<uint64_t>(config_.n_layer * config_.n_embd_kv()) * sizeof(float);
+}
+
 void Context::Idle() {
   if (batcher_) batcher_->Idle(*this);
 }

@@ -84,6 +84,9 @@ class Context {
   ThreadPool& pool() { return pool_; }
   // The kernel path in use ("ref" on the reference pass).
   kernels::CpuPath cpu_path() const { return kernels_->path; }
+  // Bytes of KV cache one cached position holds (keys and values of every layer); decoding at
+  // position p reads p of them.
+  uint64_t KvBytesPerPosition() const;
   // Where Eval runs (never kAuto).
   Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
   // The GPU forward pass when device() is kCuda (batched decode, greedy on the GPU), else null.
