@@ -454,6 +454,43 @@ TEST_P(CpuKernelsTest, AttentionPrefillMatchesReference) {
   }
 }
 
+// Decode attention by key ranges against the one-token reference: GQA groups of 1, 3 and 4
+// heads (and 16 query heads on one KV head), head sizes 16..256, caches of 1 to 1000 keys cut
+// into ranges of several lengths (odd ones, so blocks of 8 keys end mid-range), merged.
+TEST_P(CpuKernelsTest, AttentionDecodeMatchesReference) {
+  if (k().attention_decode == nullptr) GTEST_SKIP() << "no decode attention by key ranges on this path";
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Shape {
+    int64_t n_head, n_head_kv, head_dim, n_kv;
+  };
+  for (const Shape& sh : {Shape{4, 4, 16, 1}, Shape{8, 2, 64, 9}, Shape{6, 2, 128, 100}, Shape{20, 5, 128, 1000},
+                          Shape{4, 1, 32, 130}, Shape{2, 1, 256, 17}, Shape{16, 1, 48, 77}, Shape{64, 8, 16, 40}}) {
+    ASSERT_TRUE(AttentionDecodeSupports(sh.n_head, sh.n_head_kv, sh.head_dim));
+    const int64_t width = sh.n_head * sh.head_dim, kv_width = sh.n_head_kv * sh.head_dim;
+    std::vector<float> q(width), k_cache(sh.n_kv * kv_width), v_cache(k_cache.size());
+    for (float& v : q) v = normal(rng_) * 2.0f;
+    for (float& v : k_cache) v = normal(rng_);
+    for (float& v : v_cache) v = normal(rng_);
+    std::vector<float> want(width), scratch(sh.n_kv);
+    Attention(q.data(), k_cache.data(), v_cache.data(), sh.n_kv, sh.n_head, sh.n_head_kv, sh.head_dim, want.data(),
+              scratch.data(), 0, sh.n_head);
+    for (int64_t span : {int64_t{1}, int64_t{7}, int64_t{32}, int64_t{61}, kDecodeKeys}) {
+      const int64_t n_parts = (sh.n_kv + span - 1) / span;
+      std::vector<float> o(n_parts * width, -7.0f), m(n_parts * sh.n_head), l(m.size()), got(width, -7.0f);
+      for (int64_t p = 0; p < n_parts; ++p) {
+        k().attention_decode(q.data(), k_cache.data(), v_cache.data(), sh.n_head, sh.n_head_kv, sh.head_dim, p * span,
+                             std::min(sh.n_kv, (p + 1) * span), o.data() + p * width, m.data() + p * sh.n_head,
+                             l.data() + p * sh.n_head);
+      }
+      MergeAttentionParts(o.data(), m.data(), l.data(), n_parts, sh.n_head, sh.head_dim, got.data());
+      for (int64_t i = 0; i < width; ++i) {
+        ASSERT_NEAR(want[i], got[i], 2e-5) << "i=" << i << " n_head=" << sh.n_head << " n_head_kv=" << sh.n_head_kv
+                                           << " head_dim=" << sh.head_dim << " n_kv=" << sh.n_kv << " span=" << span;
+      }
+    }
+  }
+}
+
 TEST_P(CpuKernelsTest, Q8GemvIsBitIdentical) {
   std::uniform_int_distribution<int> byte(1, 255);
   for (int64_t n_in : {1, 7, 31, 32, 33, 63, 64, 65, 100, 127, 128, 200, 2560, 2563}) {

@@ -20,6 +20,8 @@
 // reference only by float summation order.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -93,11 +95,50 @@ struct CpuKernels {
                             int64_t pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out,
                             int64_t out_stride, int64_t t_begin, int64_t t_end, int64_t kvh_begin,
                             int64_t kvh_end) = nullptr;
+
+  // Decode attention by key ranges ("flash decoding"): every head of one query token (q: n_head x
+  // head_dim) over cache keys [k_begin, k_end) (0 < k_end - k_begin <= kDecodeKeys). Writes the
+  // range's unnormalised part for each head h: m[h] = max_k s_k, l[h] = sum_k exp(s_k - m[h]),
+  // o[h*head_dim + d] = sum_k exp(s_k - m[h]) v_k[d] with s_k = q_h . k_k / sqrt(head_dim);
+  // MergeAttentionParts combines the ranges. It reads the range's cache rows once, whole and in
+  // order, for all heads (`attention` reads each KV head's slice of every row once per query
+  // head), and decode threads split a long cache by key ranges. Null on paths without it; callers
+  // run `attention` then, and for shapes outside AttentionDecodeSupports.
+  void (*attention_decode)(const float* q, const float* k_cache, const float* v_cache, int64_t n_head,
+                           int64_t n_head_kv, int64_t head_dim, int64_t k_begin, int64_t k_end, float* o, float* m,
+                           float* l) = nullptr;
 };
 
 // Shapes the batched attention kernel covers (its register tiles and stack buffers).
 inline bool AttentionPrefillSupports(int64_t n_head, int64_t n_head_kv, int64_t head_dim) {
   return head_dim % 16 == 0 && head_dim <= 256 && n_head_kv > 0 && n_head % n_head_kv == 0 && n_head / n_head_kv <= 16;
+}
+
+// attention_decode's bounds (its stack scores: kMaxDecodeHeads x kDecodeKeys floats, 32 KiB).
+constexpr int64_t kDecodeKeys = 128;
+constexpr int64_t kMaxDecodeHeads = 64;
+inline bool AttentionDecodeSupports(int64_t n_head, int64_t n_head_kv, int64_t head_dim) {
+  return AttentionPrefillSupports(n_head, n_head_kv, head_dim) && n_head <= kMaxDecodeHeads;
+}
+
+// The attention output of n_head heads (out: n_head x head_dim) from n_parts of attention_decode's
+// partial results, part p at o + p*n_head*head_dim, m + p*n_head, l + p*n_head:
+// out = sum_p exp(m_p - M) o_p / sum_p exp(m_p - M) l_p with M = max_p m_p.
+inline void MergeAttentionParts(const float* o, const float* m, const float* l, int64_t n_parts, int64_t n_head,
+                                int64_t head_dim, float* out) {
+  for (int64_t h = 0; h < n_head; ++h) {
+    float top = -INFINITY;
+    for (int64_t p = 0; p < n_parts; ++p) top = std::max(top, m[p * n_head + h]);
+    float den = 0.0f;
+    for (int64_t p = 0; p < n_parts; ++p) den += l[p * n_head + h] * std::exp(m[p * n_head + h] - top);
+    float* oh = out + h * head_dim;
+    std::fill(oh, oh + head_dim, 0.0f);
+    for (int64_t p = 0; p < n_parts; ++p) {
+      const float w = std::exp(m[p * n_head + h] - top) / den;
+      const float* op = o + (p * n_head + h) * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) oh[d] += w * op[d];
+    }
+  }
 }
 
 // The table of one path; throws trinity::Error when the machine cannot run it.

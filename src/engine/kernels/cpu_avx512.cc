@@ -800,6 +800,9 @@ const CpuKernels& Avx512Kernels() {
     k.q8_gemv = Q8Gemv;
     k.attention = AttentionHeads;
     k.attention_prefill = AttentionPrefill;
+    // Every AVX-512 CPU runs AVX2 + FMA + F16C: the decode attention is memory-bound, and the
+    // 8-float kernel (measured on Zen 3, bench/RESULTS.md) serves this path too.
+    k.attention_decode = Avx2Kernels().attention_decode;
     k.norm_quantize = NormQuantize;
     return k;
   }();

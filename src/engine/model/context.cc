@@ -394,8 +394,9 @@ void Context::EvalRows(const Row* rows, int64_t n) {
     // consecutive positions of one sequence (a prompt batch is one run) go through the batched
     // kernel when the path has one: work items of (KV head, up to kAttnChunk rows of a run) over
     // the threads, each reading its KV head's cache once for all its rows and query heads. Other
-    // rows (decode steps) through the one-token kernel, heads split over the threads; each head's
-    // scores row (n_ctx floats of scores_) is reused by those rows in turn.
+    // rows (decode steps) through the decode kernel by key ranges (below), or on paths without
+    // it the one-token kernel, heads split over the threads; each head's scores row (n_ctx floats
+    // of scores_) is reused by those rows in turn.
     const bool batched_attention =
         k.attention_prefill != nullptr && kernels::AttentionPrefillSupports(c.n_head, c.n_head_kv, c.head_dim);
     constexpr int64_t kAttnChunk = 16;
@@ -427,7 +428,44 @@ void Context::EvalRows(const Row* rows, int64_t n) {
         }
       });
     }
-    if (!single_rows.empty()) {
+    if (!single_rows.empty() && k.attention_decode != nullptr &&
+        kernels::AttentionDecodeSupports(c.n_head, c.n_head_kv, c.head_dim)) {
+      // Decode rows: work items of (row, range of cached keys), every head at once, so each
+      // range's cache rows are read once, whole and in order; the parts are merged per row.
+      // Ranges of kDecodeKeys, down to 32 keys for short caches (up to 8 ranges, for the threads):
+      // a function of the position alone, never of the thread count or the step's other rows,
+      // so batched decode stays bit-identical to a sequence decoded alone. Before,
+      // heads split over the threads and each read its KV head's slice of every row: at depth
+      // 3072 on Zen 3, 2.5x slower end to end (bench/RESULTS.md, eleventh session).
+      struct DecodeItem {
+        int64_t t, k_begin, k_end;
+      };
+      std::vector<DecodeItem> items;
+      for (int64_t t : single_rows) {
+        const int64_t n_keys = rows[t].pos + 1;
+        const int64_t span = std::clamp<int64_t>((n_keys + 7) / 8, 32, kernels::kDecodeKeys);
+        for (int64_t k0 = 0; k0 < n_keys; k0 += span) items.push_back({t, k0, std::min(n_keys, k0 + span)});
+      }
+      const size_t n_items = items.size(), per_item = static_cast<size_t>(c.n_head * c.head_dim);
+      if (part_o_.size() < n_items * per_item) part_o_.resize(n_items * per_item);
+      if (part_ml_.size() < 2 * n_items * c.n_head) part_ml_.resize(2 * n_items * c.n_head);
+      float* part_m = part_ml_.data();
+      float* part_l = part_ml_.data() + n_items * c.n_head;
+      pool_.ParallelFor(static_cast<int64_t>(n_items), [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const DecodeItem& it = items[static_cast<size_t>(i)];
+          k.attention_decode(qh_.data() + it.t * n_embd, k_cache_of(rows[it.t], il), v_cache_of(rows[it.t], il),
+                             c.n_head, c.n_head_kv, c.head_dim, it.k_begin, it.k_end, part_o_.data() + i * per_item,
+                             part_m + i * c.n_head, part_l + i * c.n_head);
+        }
+      });
+      for (size_t i = 0, j; i < n_items; i = j) {  // a row's items are adjacent
+        for (j = i + 1; j < n_items && items[j].t == items[i].t; ++j) {
+        }
+        kernels::MergeAttentionParts(part_o_.data() + i * per_item, part_m + i * c.n_head, part_l + i * c.n_head,
+                                     static_cast<int64_t>(j - i), c.n_head, c.head_dim, attb_.data() + items[i].t * n_embd);
+      }
+    } else if (!single_rows.empty()) {
       pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
         for (int64_t t : single_rows) {
           k.attention(qh_.data() + t * n_embd, k_cache_of(rows[t], il), v_cache_of(rows[t], il), rows[t].pos + 1,

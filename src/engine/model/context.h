@@ -154,6 +154,8 @@ class Context {
   const kernels::CpuKernels* kernels_;
   bool reference_ = false;
   std::vector<float> xb_, qh_, attb_, tmpb_, gateb_, upb_, kb_, vb_, rope_cs_, act_scales_;
+  // Decode attention's partial results per work item (attention_decode): outputs, then m and l.
+  std::vector<float> part_o_, part_ml_;
   LazyBuffer<float> xnb_;  // page-aligned: the batched LM head loads its rows as whole cache lines
   std::vector<Row> rows_;
   std::vector<int64_t> head_rows_;
