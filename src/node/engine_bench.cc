@@ -59,6 +59,8 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   result.device = context.device();
   cuda::Forward* gpu = context.gpu();
   if (gpu) result.device_name = cuda::DeviceDescription(0);
+  // The GPU figures below (greedy decode, batched sequences) start from an empty cache.
+  if (gpu && options.depth > 0) Fail("-d/--depth is measured on the CPU only (--device cpu)");
   // Warm-up, as llama-bench does, so no measurement pays first-use costs: on a GPU module loading,
   // the decode graph's capture and the first prefill's allocations; on the CPU the first touch of
   // every page of the mapped weights and of the scratch buffers (page faults of ~1 GB for the 2B
