@@ -275,6 +275,7 @@ BENCHMARK(BM_AttentionPrefill)
     ->Args({2, 1, 448, 64})
     ->Args({2, 0, 0, 64})
     ->Args({2, 1, 0, 64})
+    ->Args({1, 1, 3008, 64})
     ->Unit(benchmark::kMillisecond);
 
 // Decode attention, 2B-4T heads (20 query heads, 5 KV heads, head_dim 128): one query token
