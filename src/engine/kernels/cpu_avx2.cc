@@ -927,14 +927,11 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
 }
 
 // ---- decode attention by key ranges ------------------------------------------------------------
-// CpuKernels::attention_decode: every head of one query token over a range of cached keys, in
-// blocks of 8 keys. A block's key rows (all KV heads: n_head_kv x head_dim floats each) are
-// consecutive in the cache and are used whole while in L1, so the cache streams in order: reading
-// one KV head's 512-byte slice of every 2.5 KB row instead (2B-4T) ran at 3.4-4.2 GB/s against
-// 8.8-10 for whole rows on Zen 3, one thread. Scores: per head, the block's 8 dot products in 8
-// accumulators reduced to one vector; exponentials with Exp8 (as the batched prefill); p.V: 16
-// dimensions x up to 4 heads in registers per pass over a block, the outputs in L1 between.
-// Same operations as the reference up to summation order.
+// CpuKernels::attention_decode: the driver is attention_decode.inc; here 8-float vectors. Scores:
+// per head, a block's 8 dot products in 8 accumulators reduced to one vector; exponentials with
+// Exp8 (as the batched prefill); p.V with 16 dimensions x up to 4 heads in registers per pass
+// over a block, the outputs in L1 between passes. Same operations as the reference up to
+// summation order.
 
 // {sum a[0], ..., sum a[7]}.
 inline __m256 Sum8x8(const __m256* a) {
@@ -944,8 +941,7 @@ inline __m256 Sum8x8(const __m256* a) {
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-// s[j] = scale * qh . k_j for the 8 key rows at k (kv_stride apart).
-inline __m256 Scores8(const float* qh, const float* k, int64_t kv_stride, int64_t head_dim, __m256 scale) {
+inline void Scores8(const float* qh, const float* k, int64_t kv_stride, int64_t head_dim, float scale, float* out) {
   __m256 acc[8];
   for (__m256& a : acc) a = _mm256_setzero_ps();
   for (int64_t d = 0; d < head_dim; d += 8) {
@@ -953,10 +949,31 @@ inline __m256 Scores8(const float* qh, const float* k, int64_t kv_stride, int64_
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + i * kv_stride + d), acc[i]);
   }
-  return _mm256_mul_ps(Sum8x8(acc), scale);
+  _mm256_storeu_ps(out, _mm256_mul_ps(Sum8x8(acc), _mm256_set1_ps(scale)));
 }
 
-// o_r[0..head_dim) += sum_j p_r[j] v_j for R heads, nb value rows at v (kv_stride apart).
+inline void SoftmaxRow(float* s, int64_t n, float* m, float* l) {
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
+  float top = HmaxPs(vmax);
+  for (; j < n; ++j) top = std::max(top, s[j]);
+  const __m256 vtop = _mm256_set1_ps(top);
+  __m256 vsum = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= n; j += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vtop));
+    _mm256_storeu_ps(s + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = HsumPs(vsum);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - top);
+    sum += s[j];
+  }
+  *m = top;
+  *l = sum;
+}
+
 template <int R>
 inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
                     float* const* o) {
@@ -983,62 +1000,7 @@ inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, in
   }
 }
 
-void AttentionDecode(const float* q, const float* k_cache, const float* v_cache, int64_t n_head, int64_t n_head_kv,
-                     int64_t head_dim, int64_t k_begin, int64_t k_end, float* o, float* m, float* l) {
-  const int64_t group = n_head / n_head_kv, kv_stride = n_head_kv * head_dim, nk = k_end - k_begin;
-  const float* k = k_cache + k_begin * kv_stride;
-  const float* v = v_cache + k_begin * kv_stride;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  alignas(32) float s[kMaxDecodeHeads][kDecodeKeys];
-  // Scores, key block by key block, every head.
-  const __m256 vs = _mm256_set1_ps(scale);
-  int64_t j = 0;
-  for (; j + 8 <= nk; j += 8)
-    for (int64_t h = 0; h < n_head; ++h)
-      _mm256_storeu_ps(s[h] + j, Scores8(q + h * head_dim, k + j * kv_stride + h / group * head_dim, kv_stride, head_dim, vs));
-  for (; j < nk; ++j)
-    for (int64_t h = 0; h < n_head; ++h) s[h][j] = Dot(q + h * head_dim, k + j * kv_stride + h / group * head_dim, head_dim) * scale;
-  // Softmax numerators and their sums, per head.
-  for (int64_t h = 0; h < n_head; ++h) {
-    __m256 vmax = _mm256_set1_ps(-INFINITY);
-    for (j = 0; j + 8 <= nk; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s[h] + j));
-    float top = HmaxPs(vmax);
-    for (; j < nk; ++j) top = std::max(top, s[h][j]);
-    const __m256 vtop = _mm256_set1_ps(top);
-    __m256 vsum = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= nk; j += 8) {
-      const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(s[h] + j), vtop));
-      _mm256_storeu_ps(s[h] + j, e);
-      vsum = _mm256_add_ps(vsum, e);
-    }
-    float sum = HsumPs(vsum);
-    for (; j < nk; ++j) {
-      s[h][j] = std::exp(s[h][j] - top);
-      sum += s[h][j];
-    }
-    m[h] = top;
-    l[h] = sum;
-  }
-  // p.V, key block by key block, up to 4 heads of a KV head at a time.
-  std::fill(o, o + n_head * head_dim, 0.0f);
-  for (int64_t j0 = 0; j0 < nk; j0 += 8) {
-    const int64_t nb = std::min<int64_t>(8, nk - j0);
-    for (int64_t h0 = 0, rc; h0 < n_head; h0 += rc) {
-      const int64_t kvh = h0 / group;
-      rc = std::min<int64_t>(4, (kvh + 1) * group - h0);  // heads of one KV head
-      const float* p[4];
-      float* oh[4];
-      for (int r = 0; r < rc; ++r) p[r] = s[h0 + r] + j0, oh[r] = o + (h0 + r) * head_dim;
-      const float* vb = v + j0 * kv_stride + kvh * head_dim;
-      switch (rc) {
-        case 4: BlockPv<4>(p, vb, kv_stride, nb, head_dim, oh); break;
-        case 3: BlockPv<3>(p, vb, kv_stride, nb, head_dim, oh); break;
-        case 2: BlockPv<2>(p, vb, kv_stride, nb, head_dim, oh); break;
-        default: BlockPv<1>(p, vb, kv_stride, nb, head_dim, oh); break;
-      }
-    }
-  }
-}
+#include "engine/kernels/attention_decode.inc"
 
 void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,

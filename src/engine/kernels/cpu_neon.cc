@@ -547,9 +547,9 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
 }
 
 // ---- decode attention by key ranges ------------------------------------------------------------
-// CpuKernels::attention_decode, as in cpu_avx2.cc (which explains the layout and the measurements):
-// every head per 8-key block, the block's cache rows used whole; here scores in 4-float vectors
-// (8 per-key accumulators reduced pairwise), p.V with 16 dimensions x up to 4 heads in registers.
+// CpuKernels::attention_decode: the driver is attention_decode.inc; here 4-float vectors. Scores:
+// 8 per-key accumulators reduced pairwise; Exp4 (as the batched prefill); p.V with 16 dimensions x
+// up to 4 heads in registers.
 
 // s[j] = scale * qh . k_j for the 8 key rows at k (kv_stride apart), into out[0..8).
 inline void Scores8(const float* qh, const float* k, int64_t kv_stride, int64_t head_dim, float scale, float* out) {
@@ -591,58 +591,29 @@ inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, in
   }
 }
 
-void AttentionDecode(const float* q, const float* k_cache, const float* v_cache, int64_t n_head, int64_t n_head_kv,
-                     int64_t head_dim, int64_t k_begin, int64_t k_end, float* o, float* m, float* l) {
-  const int64_t group = n_head / n_head_kv, kv_stride = n_head_kv * head_dim, nk = k_end - k_begin;
-  const float* k = k_cache + k_begin * kv_stride;
-  const float* v = v_cache + k_begin * kv_stride;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  alignas(16) float s[kMaxDecodeHeads][kDecodeKeys];
+inline void SoftmaxRow(float* s, int64_t n, float* m, float* l) {
+  float32x4_t vmax = vdupq_n_f32(-INFINITY);
   int64_t j = 0;
-  for (; j + 8 <= nk; j += 8)
-    for (int64_t h = 0; h < n_head; ++h)
-      Scores8(q + h * head_dim, k + j * kv_stride + h / group * head_dim, kv_stride, head_dim, scale, s[h] + j);
-  for (; j < nk; ++j)
-    for (int64_t h = 0; h < n_head; ++h) s[h][j] = Dot(q + h * head_dim, k + j * kv_stride + h / group * head_dim, head_dim) * scale;
-  for (int64_t h = 0; h < n_head; ++h) {
-    float32x4_t vmax = vdupq_n_f32(-INFINITY);
-    for (j = 0; j + 4 <= nk; j += 4) vmax = vmaxq_f32(vmax, vld1q_f32(s[h] + j));
-    float top = vmaxvq_f32(vmax);
-    for (; j < nk; ++j) top = std::max(top, s[h][j]);
-    const float32x4_t vtop = vdupq_n_f32(top);
-    float32x4_t vsum = vdupq_n_f32(0.0f);
-    for (j = 0; j + 4 <= nk; j += 4) {
-      const float32x4_t e = Exp4(vsubq_f32(vld1q_f32(s[h] + j), vtop));
-      vst1q_f32(s[h] + j, e);
-      vsum = vaddq_f32(vsum, e);
-    }
-    float sum = vaddvq_f32(vsum);
-    for (; j < nk; ++j) {
-      s[h][j] = std::exp(s[h][j] - top);
-      sum += s[h][j];
-    }
-    m[h] = top;
-    l[h] = sum;
+  for (; j + 4 <= n; j += 4) vmax = vmaxq_f32(vmax, vld1q_f32(s + j));
+  float top = vmaxvq_f32(vmax);
+  for (; j < n; ++j) top = std::max(top, s[j]);
+  const float32x4_t vtop = vdupq_n_f32(top);
+  float32x4_t vsum = vdupq_n_f32(0.0f);
+  for (j = 0; j + 4 <= n; j += 4) {
+    const float32x4_t e = Exp4(vsubq_f32(vld1q_f32(s + j), vtop));
+    vst1q_f32(s + j, e);
+    vsum = vaddq_f32(vsum, e);
   }
-  std::fill(o, o + n_head * head_dim, 0.0f);
-  for (int64_t j0 = 0; j0 < nk; j0 += 8) {
-    const int64_t nb = std::min<int64_t>(8, nk - j0);
-    for (int64_t h0 = 0, rc; h0 < n_head; h0 += rc) {
-      const int64_t kvh = h0 / group;
-      rc = std::min<int64_t>(4, (kvh + 1) * group - h0);  // heads of one KV head
-      const float* p[4];
-      float* oh[4];
-      for (int r = 0; r < rc; ++r) p[r] = s[h0 + r] + j0, oh[r] = o + (h0 + r) * head_dim;
-      const float* vb = v + j0 * kv_stride + kvh * head_dim;
-      switch (rc) {
-        case 4: BlockPv<4>(p, vb, kv_stride, nb, head_dim, oh); break;
-        case 3: BlockPv<3>(p, vb, kv_stride, nb, head_dim, oh); break;
-        case 2: BlockPv<2>(p, vb, kv_stride, nb, head_dim, oh); break;
-        default: BlockPv<1>(p, vb, kv_stride, nb, head_dim, oh); break;
-      }
-    }
+  float sum = vaddvq_f32(vsum);
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - top);
+    sum += s[j];
   }
+  *m = top;
+  *l = sum;
 }
+
+#include "engine/kernels/attention_decode.inc"
 
 void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
