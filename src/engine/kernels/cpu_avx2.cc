@@ -869,7 +869,7 @@ inline void BlockScores(const float* const* qh, const float* kt, int64_t nk, int
 
 // o_r[0..16) = o_r * corr[r] + sum_k p[r][k] v_k[0..16) for R rows, nv keys (v rows kv_stride apart).
 template <int R>
-inline void BlockPv16(float* const* o, const float (*p)[kKeyBlock], const float* corr, const float* v,
+inline void BlockPv16(float* const* o, const float* const* p, const float* corr, const float* v,
                       int64_t kv_stride, int64_t nv) {
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) {
@@ -919,10 +919,12 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
     l[r] = l[r] * corr[r] + HsumPs(vsum);
     m[r] = m_new;
   }
+  const float* ps[R];
+  for (int r = 0; r < R; ++r) ps[r] = s[r];
   float* oz[R];
   for (int64_t d = 0; d < head_dim; d += 16) {
     for (int r = 0; r < R; ++r) oz[r] = o[r] + d;
-    BlockPv16<R>(oz, s, corr, v + d, kv_stride, nv);
+    BlockPv16<R>(oz, ps, corr, v + d, kv_stride, nv);
   }
 }
 
@@ -974,29 +976,15 @@ inline void SoftmaxRow(float* s, int64_t n, float* m, float* l) {
   *l = sum;
 }
 
+// o_r[0..head_dim) += sum_j p_r[j] v_j: the batched prefill's BlockPv16, 16 dimensions at a time.
 template <int R>
 inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
                     float* const* o) {
+  const float ones[4] = {1.0f, 1.0f, 1.0f, 1.0f};  // no rescaling (o * 1 is exact)
+  float* oz[R];
   for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
-    __m256 acc[R][2];
-    for (int r = 0; r < R; ++r) {
-      acc[r][0] = _mm256_loadu_ps(o[r] + d0);
-      acc[r][1] = _mm256_loadu_ps(o[r] + d0 + 8);
-    }
-    const float* vr = v + d0;
-    for (int64_t j = 0; j < nb; ++j, vr += kv_stride) {
-      const __m256 va = _mm256_loadu_ps(vr), vb = _mm256_loadu_ps(vr + 8);
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const __m256 pv = _mm256_broadcast_ss(p[r] + j);
-        acc[r][0] = _mm256_fmadd_ps(pv, va, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(pv, vb, acc[r][1]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      _mm256_storeu_ps(o[r] + d0, acc[r][0]);
-      _mm256_storeu_ps(o[r] + d0 + 8, acc[r][1]);
-    }
+    for (int r = 0; r < R; ++r) oz[r] = o[r] + d0;
+    BlockPv16<R>(oz, p, ones, v + d0, kv_stride, nb);
   }
 }
 

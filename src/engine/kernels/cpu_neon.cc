@@ -493,7 +493,7 @@ inline void QuarterBlockScores(const float* const* qh, const float* kt, int64_t 
 
 // o_r[0..16) = o_r * corr[r] + sum_k p[r][k] v_k[0..16) for R <= 4 rows, nv keys (v rows kv_stride apart).
 template <int R>
-inline void BlockPv16(float* const* o, const float (*p)[kKeyBlock], const float* corr, const float* v,
+inline void BlockPv16(float* const* o, const float* const* p, const float* corr, const float* v,
                       int64_t kv_stride, int64_t nv) {
   float32x4_t acc[R][4];
   for (int r = 0; r < R; ++r)
@@ -539,10 +539,12 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
     l[r] = l[r] * corr[r] + vaddvq_f32(vsum);
     m[r] = m_new;
   }
+  const float* ps[R];
+  for (int r = 0; r < R; ++r) ps[r] = s[r];
   float* oz[R];
   for (int64_t d = 0; d < head_dim; d += 16) {
     for (int r = 0; r < R; ++r) oz[r] = o[r] + d;
-    BlockPv16<R>(oz, s, corr, v + d, kv_stride, nv);
+    BlockPv16<R>(oz, ps, corr, v + d, kv_stride, nv);
   }
 }
 
@@ -566,28 +568,15 @@ inline void Scores8(const float* qh, const float* k, int64_t kv_stride, int64_t 
   vst1q_f32(out + 4, vmulq_n_f32(hi, scale));
 }
 
-// o_r[0..head_dim) += sum_j p_r[j] v_j for R heads, nb value rows at v (kv_stride apart).
+// o_r[0..head_dim) += sum_j p_r[j] v_j: the batched prefill's BlockPv16, 16 dimensions at a time.
 template <int R>
 inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
                     float* const* o) {
+  const float ones[4] = {1.0f, 1.0f, 1.0f, 1.0f};  // no rescaling (o * 1 is exact)
+  float* oz[R];
   for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
-    float32x4_t acc[R][4];
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < 4; ++i) acc[r][i] = vld1q_f32(o[r] + d0 + 4 * i);
-    const float* vr = v + d0;
-    for (int64_t j = 0; j < nb; ++j, vr += kv_stride) {
-      const float32x4_t v0 = vld1q_f32(vr), v1 = vld1q_f32(vr + 4), v2 = vld1q_f32(vr + 8), v3 = vld1q_f32(vr + 12);
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const float pj = p[r][j];
-        acc[r][0] = vfmaq_n_f32(acc[r][0], v0, pj);
-        acc[r][1] = vfmaq_n_f32(acc[r][1], v1, pj);
-        acc[r][2] = vfmaq_n_f32(acc[r][2], v2, pj);
-        acc[r][3] = vfmaq_n_f32(acc[r][3], v3, pj);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < 4; ++i) vst1q_f32(o[r] + d0 + 4 * i, acc[r][i]);
+    for (int r = 0; r < R; ++r) oz[r] = o[r] + d0;
+    BlockPv16<R>(oz, p, ones, v + d0, kv_stride, nb);
   }
 }
 
