@@ -81,8 +81,8 @@ print("ok bench --engine --json")
 PYEOF
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 | grep -q "| tg4 |" || fail "engine table"
 # --depth: the tests run after that many cached tokens, whose keys and values count as read bytes.
-"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 --json > "$WORK/depth0.json"
-"$PY" - "$WORK/engine.json" "$WORK/depth0.json" <<'PYEOF'
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 --json > "$WORK/depth16.json"
+"$PY" - "$WORK/engine.json" "$WORK/depth16.json" <<'PYEOF'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])
 assert b["depth"] == 16 and b["tg_tok_per_s"] > 0 and b["pp_tok_per_s"] > 0
