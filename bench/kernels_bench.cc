@@ -282,12 +282,13 @@ BENCHMARK(BM_AttentionPrefill)
 // over n_kv cached positions, one thread, caches cycled over copies that exceed the last-level
 // cache (as the 30 layers of a real cache do). args: path, mode (0: the one-token kernel, heads
 // in turn, as decode ran before; 1: attention_decode over kDecodeKeys ranges, then
-// MergeAttentionParts), n_kv. GBps: the caches' bytes (keys and values once) per call.
+// MergeAttentionParts; 2: the same over an f16 cache, attention_decode_f16), n_kv. GBps: the
+// caches' bytes (keys and values once) per call: half as many for mode 2, so compare times.
 void BM_AttentionDecode(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
   if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
   const CpuKernels& k = GetCpuKernels(path);
-  const bool ranges = state.range(1) != 0;
+  const bool ranges = state.range(1) != 0, half = state.range(1) == 2;
   if (ranges && k.attention_decode == nullptr) return state.SkipWithError("no attention_decode on this path");
   const int64_t n_head = 20, n_head_kv = 5, head_dim = 128, n_kv = state.range(2), width = n_head * head_dim;
   const int64_t cache_floats = n_kv * n_head_kv * head_dim;
@@ -297,37 +298,56 @@ void BM_AttentionDecode(benchmark::State& state) {
   std::vector<float> q(width), kc(copies * cache_floats), vc(kc.size()), out(width), scratch(n_kv);
   for (float& v : q) v = normal(rng);
   for (size_t i = 0; i < kc.size(); ++i) kc[i] = static_cast<float>(i % 7) * 0.1f, vc[i] = static_cast<float>(i % 5) * 0.1f;
+  std::vector<uint16_t> kh, vh;  // mode 2: the caches as halves (the float copies then go unused)
+  if (half) {
+    kh.resize(kc.size()), vh.resize(vc.size());
+    for (size_t i = 0; i < kc.size(); ++i) kh[i] = Fp32ToFp16(kc[i]), vh[i] = Fp32ToFp16(vc[i]);
+    kc = {}, vc = {};
+  }
   const int64_t n_parts = (n_kv + kDecodeKeys - 1) / kDecodeKeys;
   std::vector<float> po(n_parts * width), pm(n_parts * n_head), pl(pm.size());
   int64_t copy = 0;
   for (auto _ : state) {
-    const float* kp = kc.data() + copy * cache_floats;
-    const float* vp = vc.data() + copy * cache_floats;
+    const int64_t at = copy * cache_floats;
     copy = (copy + 1) % copies;
-    if (ranges) {
+    if (half) {
+      for (int64_t p = 0; p < n_parts; ++p) {
+        k.attention_decode_f16(q.data(), kh.data() + at, vh.data() + at, n_head, n_head_kv, head_dim, p * kDecodeKeys,
+                               std::min(n_kv, (p + 1) * kDecodeKeys), po.data() + p * width, pm.data() + p * n_head,
+                               pl.data() + p * n_head);
+      }
+      MergeAttentionParts(po.data(), pm.data(), pl.data(), n_parts, n_head, head_dim, out.data());
+    } else if (ranges) {
+      const float* kp = kc.data() + at;
+      const float* vp = vc.data() + at;
       for (int64_t p = 0; p < n_parts; ++p) {
         k.attention_decode(q.data(), kp, vp, n_head, n_head_kv, head_dim, p * kDecodeKeys, std::min(n_kv, (p + 1) * kDecodeKeys),
                            po.data() + p * width, pm.data() + p * n_head, pl.data() + p * n_head);
       }
       MergeAttentionParts(po.data(), pm.data(), pl.data(), n_parts, n_head, head_dim, out.data());
     } else {
-      k.attention(q.data(), kp, vp, n_kv, n_head, n_head_kv, head_dim, out.data(), scratch.data(), 0, n_head);
+      k.attention(q.data(), kc.data() + at, vc.data() + at, n_kv, n_head, n_head_kv, head_dim, out.data(), scratch.data(),
+                  0, n_head);
     }
     benchmark::DoNotOptimize(out.data());
   }
-  SetBandwidth(state, 2.0 * sizeof(float) * static_cast<double>(cache_floats));
-  state.SetLabel(std::string(CpuPathName(path)) + (ranges ? " key ranges" : " per head"));
+  SetBandwidth(state, 2.0 * (half ? sizeof(uint16_t) : sizeof(float)) * static_cast<double>(cache_floats));
+  state.SetLabel(std::string(CpuPathName(path)) + (half ? " key ranges, f16 cache" : ranges ? " key ranges" : " per head"));
 }
 BENCHMARK(BM_AttentionDecode)
     ->ArgNames({"path", "ranges", "n_kv"})
     ->Args({1, 0, 3072})
     ->Args({1, 1, 3072})
+    ->Args({1, 2, 3072})
     ->Args({1, 0, 1024})
     ->Args({1, 1, 1024})
+    ->Args({1, 2, 1024})
     ->Args({1, 0, 128})
     ->Args({1, 1, 128})
+    ->Args({1, 2, 128})
     ->Args({2, 0, 3072})
     ->Args({2, 1, 3072})
+    ->Args({2, 2, 3072})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

@@ -34,6 +34,18 @@ class CpuKernelsTest : public ::testing::TestWithParam<CpuPath> {
 
 std::string PathParamName(const ::testing::TestParamInfo<CpuPath>& info) { return CpuPathName(info.param); }
 
+// The f16 KV cache: `values` rounded to IEEE halves in place (so the float kernels and the
+// reference see exactly what the half kernels convert), the halves returned one element further
+// in (offset 1: every half kernel reads a cache that is not 4-byte aligned).
+std::vector<uint16_t> RoundToHalves(std::vector<float>& values) {
+  std::vector<uint16_t> halves(values.size() + 1);
+  for (size_t i = 0; i < values.size(); ++i) {
+    halves[i + 1] = Fp32ToFp16(values[i]);
+    values[i] = Fp16ToFp32(halves[i + 1]);
+  }
+  return halves;
+}
+
 TEST(CpuDispatchTest, ParsesAndDetects) {
   EXPECT_EQ(ParseCpuPath("ref"), CpuPath::kRef);
   EXPECT_EQ(ParseCpuPath("avx2"), CpuPath::kAvx2);
@@ -373,6 +385,13 @@ TEST_P(CpuKernelsTest, AttentionMatchesReference) {
       k().attention(q.data(), k_cache.data(), v_cache.data(), n_kv, n_head, n_head_kv, head_dim, got.data(), scratch.data(), 1,
                     n_head);
       for (int64_t i = head_dim; i < n_head * head_dim; ++i) ASSERT_NEAR(want[i], got[i], 1e-5) << "head_dim=" << head_dim << " n_kv=" << n_kv;
+      // Half caches: equal to the f32 reference on the converted values (bit for bit: the
+      // per-token f16 kernel is the reference's loops on every path).
+      const std::vector<uint16_t> k_half = RoundToHalves(k_cache), v_half = RoundToHalves(v_cache);
+      Attention(q.data(), k_cache.data(), v_cache.data(), n_kv, n_head, n_head_kv, head_dim, want.data(), scratch.data(), 0, n_head);
+      k().attention_f16(q.data(), k_half.data() + 1, v_half.data() + 1, n_kv, n_head, n_head_kv, head_dim, got.data(),
+                        scratch.data(), 0, n_head);
+      ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float))) << "head_dim=" << head_dim << " n_kv=" << n_kv;
     }
   }
 }
@@ -419,10 +438,13 @@ TEST_P(CpuKernelsTest, NormQuantizeMatchesReference) {
 // The batched (prefill) attention against the one-token reference, token by token: GQA groups of
 // 1, 3 and 4 heads, head sizes 16..256, batches that start at position 0 or deep into the cache,
 // key counts around the kernel's 64-key blocks, more tokens than one pass covers (> 64), a
-// sub-range of tokens and of KV heads (as a thread gets).
+// sub-range of tokens and of KV heads (as a thread gets). Both cache types: the f16 kernel equals the
+// path's f32 kernel on the halves' values bit for bit (and so is as close to the reference).
 TEST_P(CpuKernelsTest, AttentionPrefillMatchesReference) {
   if (k().attention_prefill == nullptr) GTEST_SKIP() << "no batched attention on this path";
+  ASSERT_NE(k().attention_prefill_f16, nullptr);
   std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (bool half : {false, true}) {
   struct Shape {
     int64_t n_head, n_head_kv, head_dim, pos, n_tok;
   };
@@ -436,6 +458,8 @@ TEST_P(CpuKernelsTest, AttentionPrefillMatchesReference) {
     for (float& v : q) v = normal(rng_) * 2.0f;
     for (float& v : k_cache) v = normal(rng_);
     for (float& v : v_cache) v = normal(rng_);
+    std::vector<uint16_t> k_half, v_half;
+    if (half) k_half = RoundToHalves(k_cache), v_half = RoundToHalves(v_cache);
     for (auto [t_begin, kvh_begin] : {std::pair<int64_t, int64_t>{0, 0}, {sh.n_tok / 2, sh.n_head_kv / 2}}) {
       const int64_t t_end = sh.n_tok, kvh_end = sh.n_head_kv;
       std::vector<float> want(q.size(), -7.0f), got(q.size(), -7.0f), scratch(n_kv);
@@ -444,22 +468,38 @@ TEST_P(CpuKernelsTest, AttentionPrefillMatchesReference) {
         Attention(q.data() + t * q_stride, k_cache.data(), v_cache.data(), sh.pos + t + 1, sh.n_head, sh.n_head_kv,
                   sh.head_dim, want.data() + t * q_stride, scratch.data(), kvh_begin * group, kvh_end * group);
       }
-      k().attention_prefill(q.data(), q_stride, k_cache.data(), v_cache.data(), sh.pos, sh.n_head, sh.n_head_kv,
-                            sh.head_dim, got.data(), q_stride, t_begin, t_end, kvh_begin, kvh_end);
+      if (half) {
+        k().attention_prefill_f16(q.data(), q_stride, k_half.data() + 1, v_half.data() + 1, sh.pos, sh.n_head,
+                                  sh.n_head_kv, sh.head_dim, got.data(), q_stride, t_begin, t_end, kvh_begin, kvh_end);
+        // Exactly the f32 kernel on the converted values.
+        std::vector<float> f32(q.size(), -7.0f);
+        k().attention_prefill(q.data(), q_stride, k_cache.data(), v_cache.data(), sh.pos, sh.n_head, sh.n_head_kv,
+                              sh.head_dim, f32.data(), q_stride, t_begin, t_end, kvh_begin, kvh_end);
+        ASSERT_EQ(0, std::memcmp(f32.data(), got.data(), got.size() * sizeof(float))) << "n_head=" << sh.n_head;
+      } else {
+        k().attention_prefill(q.data(), q_stride, k_cache.data(), v_cache.data(), sh.pos, sh.n_head, sh.n_head_kv,
+                              sh.head_dim, got.data(), q_stride, t_begin, t_end, kvh_begin, kvh_end);
+      }
       for (size_t i = 0; i < want.size(); ++i) {
         ASSERT_NEAR(want[i], got[i], 2e-5) << "i=" << i << " n_head=" << sh.n_head << " head_dim=" << sh.head_dim
-                                           << " pos=" << sh.pos << " n_tok=" << sh.n_tok << " t_begin=" << t_begin;
+                                           << " pos=" << sh.pos << " n_tok=" << sh.n_tok << " t_begin=" << t_begin
+                                           << " half=" << half;
       }
     }
+  }
   }
 }
 
 // Decode attention by key ranges against the one-token reference: GQA groups of 1, 3 and 4
 // heads (and 16 query heads on one KV head), head sizes 16..256, caches of 1 to 1000 keys cut
-// into ranges of several lengths (odd ones, so blocks of 8 keys end mid-range), merged.
+// into ranges of several lengths (odd ones, so blocks of 8 keys end mid-range), merged. Both cache
+// types: the f16 kernel equals the path's f32 kernel on the halves' values bit for bit (and so is as
+// close to the reference).
 TEST_P(CpuKernelsTest, AttentionDecodeMatchesReference) {
   if (k().attention_decode == nullptr) GTEST_SKIP() << "no decode attention by key ranges on this path";
+  ASSERT_NE(k().attention_decode_f16, nullptr);
   std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (bool half : {false, true}) {
   struct Shape {
     int64_t n_head, n_head_kv, head_dim, n_kv;
   };
@@ -471,6 +511,8 @@ TEST_P(CpuKernelsTest, AttentionDecodeMatchesReference) {
     for (float& v : q) v = normal(rng_) * 2.0f;
     for (float& v : k_cache) v = normal(rng_);
     for (float& v : v_cache) v = normal(rng_);
+    std::vector<uint16_t> k_half, v_half;
+    if (half) k_half = RoundToHalves(k_cache), v_half = RoundToHalves(v_cache);
     std::vector<float> want(width), scratch(sh.n_kv);
     Attention(q.data(), k_cache.data(), v_cache.data(), sh.n_kv, sh.n_head, sh.n_head_kv, sh.head_dim, want.data(),
               scratch.data(), 0, sh.n_head);
@@ -478,16 +520,37 @@ TEST_P(CpuKernelsTest, AttentionDecodeMatchesReference) {
       const int64_t n_parts = (sh.n_kv + span - 1) / span;
       std::vector<float> o(n_parts * width, -7.0f), m(n_parts * sh.n_head), l(m.size()), got(width, -7.0f);
       for (int64_t p = 0; p < n_parts; ++p) {
-        k().attention_decode(q.data(), k_cache.data(), v_cache.data(), sh.n_head, sh.n_head_kv, sh.head_dim, p * span,
-                             std::min(sh.n_kv, (p + 1) * span), o.data() + p * width, m.data() + p * sh.n_head,
-                             l.data() + p * sh.n_head);
+        const int64_t end = std::min(sh.n_kv, (p + 1) * span);
+        float* op = o.data() + p * width;
+        float* mp = m.data() + p * sh.n_head;
+        float* lp = l.data() + p * sh.n_head;
+        if (half) {
+          k().attention_decode_f16(q.data(), k_half.data() + 1, v_half.data() + 1, sh.n_head, sh.n_head_kv, sh.head_dim,
+                                   p * span, end, op, mp, lp);
+        } else {
+          k().attention_decode(q.data(), k_cache.data(), v_cache.data(), sh.n_head, sh.n_head_kv, sh.head_dim, p * span,
+                               end, op, mp, lp);
+        }
       }
       MergeAttentionParts(o.data(), m.data(), l.data(), n_parts, sh.n_head, sh.head_dim, got.data());
+      if (half) {  // exactly the f32 kernel on the converted values
+        std::vector<float> o32(o.size()), m32(m.size()), l32(l.size());
+        for (int64_t p = 0; p < n_parts; ++p) {
+          k().attention_decode(q.data(), k_cache.data(), v_cache.data(), sh.n_head, sh.n_head_kv, sh.head_dim, p * span,
+                               std::min(sh.n_kv, (p + 1) * span), o32.data() + p * width, m32.data() + p * sh.n_head,
+                               l32.data() + p * sh.n_head);
+        }
+        ASSERT_EQ(0, std::memcmp(o32.data(), o.data(), o.size() * sizeof(float))) << "span=" << span << " n_head=" << sh.n_head;
+        ASSERT_EQ(0, std::memcmp(m32.data(), m.data(), m.size() * sizeof(float)));
+        ASSERT_EQ(0, std::memcmp(l32.data(), l.data(), l.size() * sizeof(float)));
+      }
       for (int64_t i = 0; i < width; ++i) {
         ASSERT_NEAR(want[i], got[i], 2e-5) << "i=" << i << " n_head=" << sh.n_head << " n_head_kv=" << sh.n_head_kv
-                                           << " head_dim=" << sh.head_dim << " n_kv=" << sh.n_kv << " span=" << span;
+                                           << " head_dim=" << sh.head_dim << " n_kv=" << sh.n_kv << " span=" << span
+                                           << " half=" << half;
       }
     }
+  }
   }
 }
 

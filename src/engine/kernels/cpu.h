@@ -107,6 +107,21 @@ struct CpuKernels {
   void (*attention_decode)(const float* q, const float* k_cache, const float* v_cache, int64_t n_head,
                            int64_t n_head_kv, int64_t head_dim, int64_t k_begin, int64_t k_end, float* o, float* m,
                            float* l) = nullptr;
+
+  // The three attention kernels over an f16 KV cache (ContextOptions::kv_cache, caches of IEEE
+  // half bits): the same contracts, and equal to the f32 kernels on the caches' float values,
+  // since every half converts to float exactly. `attention_f16` is set on every path (the
+  // reference's loops where nothing faster exists); the other two where the f32 ones are.
+  void (*attention_f16)(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t n_kv, int64_t n_head,
+                        int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
+                        int64_t head_end) = nullptr;
+  void (*attention_prefill_f16)(const float* q, int64_t q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                                int64_t pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out,
+                                int64_t out_stride, int64_t t_begin, int64_t t_end, int64_t kvh_begin,
+                                int64_t kvh_end) = nullptr;
+  void (*attention_decode_f16)(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t n_head,
+                               int64_t n_head_kv, int64_t head_dim, int64_t k_begin, int64_t k_end, float* o, float* m,
+                               float* l) = nullptr;
 };
 
 // Shapes the batched attention kernel covers (its register tiles and stack buffers).

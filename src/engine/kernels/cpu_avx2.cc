@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "engine/common/fp16.h"
 #include "engine/kernels/cpu.h"
 
 #if defined(__x86_64__)
@@ -809,6 +810,18 @@ void AttentionHeads(const float* q, const float* k_cache, const float* v_cache, 
 // The driver (blocks of 64 keys, K transposed once per block, online softmax) is shared by the
 // paths: attention_prefill.inc. Here one block for up to 4 heads of one token in 8-float vectors:
 // scores 32 keys x 2 heads at a time (8 accumulators), p.V accumulated into `out` 16 dims at a time.
+
+// 8 floats from a float cache, or converted from 8 halves of an f16 cache (vcvtph2ps: exact).
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+// f[0..n) = the IEEE halves h[0..n) as floats, for the f16 KV cache.
+inline void HalfToFloat(const uint16_t* h, int64_t n, float* f) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(f + i, Load8(h + i));
+  for (; i < n; ++i) f[i] = Fp16ToFp32(h[i]);
+}
+
 #include "engine/kernels/attention_prefill.inc"
 
 // e^x for 8 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
@@ -868,8 +881,8 @@ inline void BlockScores(const float* const* qh, const float* kt, int64_t nk, int
 }
 
 // o_r[0..16) = o_r * corr[r] + sum_k p[r][k] v_k[0..16) for R rows, nv keys (v rows kv_stride apart).
-template <int R>
-inline void BlockPv16(float* const* o, const float* const* p, const float* corr, const float* v,
+template <int R, class T = float>
+inline void BlockPv16(float* const* o, const float* const* p, const float* corr, const T* v,
                       int64_t kv_stride, int64_t nv) {
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) {
@@ -878,7 +891,7 @@ inline void BlockPv16(float* const* o, const float* const* p, const float* corr,
     acc[r][1] = _mm256_mul_ps(_mm256_loadu_ps(o[r] + 8), c);
   }
   for (int64_t k = 0; k < nv; ++k, v += kv_stride) {
-    const __m256 va = _mm256_loadu_ps(v), vb = _mm256_loadu_ps(v + 8);
+    const __m256 va = Load8(v), vb = Load8(v + 8);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256 pv = _mm256_broadcast_ss(&p[r][k]);
@@ -954,6 +967,44 @@ inline void Scores8(const float* qh, const float* k, int64_t kv_stride, int64_t 
   _mm256_storeu_ps(out, _mm256_mul_ps(Sum8x8(acc), _mm256_set1_ps(scale)));
 }
 
+// Scores of `heads` query heads of one KV head against 8 key rows (GroupScores8 in
+// attention_decode.inc). Floats: Scores8 per head. Halves: 2 keys x up to 4 heads per pass, each
+// key's 8 values converted once (vcvtph2ps) for all the heads, so the conversion costs one
+// instruction per 4 FMAs (converting the rows into a float tile first cost a store per
+// conversion: 1.6x the f32 kernel's time with the data in cache); per (head, key) the same
+// accumulation over d and the same lane reduction (Sum8x8) as Scores8, so the same scores bit for
+// bit.
+template <class T>
+inline void GroupScores8(const float* q, int64_t heads, const T* k, int64_t kv_stride, int64_t head_dim, float scale,
+                         float (*s)[kDecodeKeys], int64_t j) {
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t h = 0; h < heads; ++h) Scores8(q + h * head_dim, k, kv_stride, head_dim, scale, s[h] + j);
+  } else {
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int64_t h0 = 0; h0 < heads; h0 += 4) {
+      const int rc = static_cast<int>(std::min<int64_t>(4, heads - h0));
+      const float* qh = q + h0 * head_dim;
+      for (int64_t i = 0; i < 8; i += 2) {
+        const T* k0 = k + i * kv_stride;
+        const T* k1 = k0 + kv_stride;
+        __m256 acc[8];  // (head r, key i + e) in acc[2r + e]; unused ones stay 0
+        for (__m256& a : acc) a = _mm256_setzero_ps();
+        for (int64_t d = 0; d < head_dim; d += 8) {
+          const __m256 a = Load8(k0 + d), b = Load8(k1 + d);
+          for (int r = 0; r < rc; ++r) {
+            const __m256 qv = _mm256_loadu_ps(qh + r * head_dim + d);
+            acc[2 * r] = _mm256_fmadd_ps(qv, a, acc[2 * r]);
+            acc[2 * r + 1] = _mm256_fmadd_ps(qv, b, acc[2 * r + 1]);
+          }
+        }
+        alignas(32) float out[8];
+        _mm256_store_ps(out, _mm256_mul_ps(Sum8x8(acc), vs));
+        for (int r = 0; r < rc; ++r) s[h0 + r][j + i] = out[2 * r], s[h0 + r][j + i + 1] = out[2 * r + 1];
+      }
+    }
+  }
+}
+
 inline void SoftmaxRow(float* s, int64_t n, float* m, float* l) {
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   int64_t j = 0;
@@ -977,8 +1028,8 @@ inline void SoftmaxRow(float* s, int64_t n, float* m, float* l) {
 }
 
 // o_r[0..head_dim) += sum_j p_r[j] v_j: the batched prefill's BlockPv16, 16 dimensions at a time.
-template <int R>
-inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
+template <int R, class T>
+inline void BlockPv(const float* const* p, const T* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
                     float* const* o) {
   const float ones[4] = {1.0f, 1.0f, 1.0f, 1.0f};  // no rescaling (o * 1 is exact)
   float* oz[R];
@@ -990,7 +1041,8 @@ inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, in
 
 #include "engine/kernels/attention_decode.inc"
 
-void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
+template <class T>
+void AttentionPrefill(const float* q, int64_t q_stride, const T* k_cache, const T* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
                       int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
   auto block_update = [](auto heads, const float* const* qh, float* const* o, float* m, float* l, const float* kt,
@@ -1014,8 +1066,11 @@ const CpuKernels& Avx2Kernels() {
     k.dense_gemm = DenseGemm;
     k.q8_gemv = Q8Gemv;
     k.attention = AttentionHeads;
-    k.attention_prefill = AttentionPrefill;
-    k.attention_decode = AttentionDecode;
+    k.attention_prefill = AttentionPrefill<float>;
+    k.attention_decode = AttentionDecode<float>;
+    k.attention_f16 = Attention;  // the reference's loops: only for shapes the two below do not cover
+    k.attention_prefill_f16 = AttentionPrefill<uint16_t>;
+    k.attention_decode_f16 = AttentionDecode<uint16_t>;
     k.norm_quantize = NormQuantize;
     return k;
   }();

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "engine/common/fp16.h"
 #include "engine/kernels/cpu.h"
 
 #if defined(__x86_64__)
@@ -664,6 +665,14 @@ void AttentionHeads(const float* q, const float* k_cache, const float* v_cache, 
 // paths: attention_prefill.inc. Here one block for up to 4 heads of one token: scores 4 heads x 64
 // keys at a time (16 accumulators: per dim one broadcast per head and 4 K loads), p.V accumulated
 // into `out` 64 dims at a time.
+
+// f[0..n) = the IEEE halves h[0..n) as floats (vcvtph2ps: exact), for the f16 KV cache.
+inline void HalfToFloat(const uint16_t* h, int64_t n, float* f) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(f + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+  for (; i < n; ++i) f[i] = Fp16ToFp32(h[i]);
+}
+
 #include "engine/kernels/attention_prefill.inc"
 
 // e^x for 16 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
@@ -775,7 +784,8 @@ void BlockUpdate(const float* const* qh, float* const* o, float* m, float* l, co
   BlockPvAll<R>(o, s, corr, v, kv_stride, nv, head_dim);
 }
 
-void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
+template <class T>
+void AttentionPrefill(const float* q, int64_t q_stride, const T* k_cache, const T* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
                       int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
   auto block_update = [](auto heads, const float* const* qh, float* const* o, float* m, float* l, const float* kt,
@@ -799,10 +809,13 @@ const CpuKernels& Avx512Kernels() {
     k.dense_gemm = DenseGemm;
     k.q8_gemv = Q8Gemv;
     k.attention = AttentionHeads;
-    k.attention_prefill = AttentionPrefill;
+    k.attention_prefill = AttentionPrefill<float>;
+    k.attention_f16 = Attention;  // the reference's loops: only for shapes the two below do not cover
+    k.attention_prefill_f16 = AttentionPrefill<uint16_t>;
     // Every AVX-512 CPU runs AVX2 + FMA + F16C: the decode attention is memory-bound, and the
     // 8-float kernel (measured on Zen 3, bench/RESULTS.md) serves this path too.
     k.attention_decode = Avx2Kernels().attention_decode;
+    k.attention_decode_f16 = Avx2Kernels().attention_decode_f16;
     k.norm_quantize = NormQuantize;
     return k;
   }();

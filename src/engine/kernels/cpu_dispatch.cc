@@ -133,6 +133,7 @@ const CpuKernels& RefKernels() {
     };
     k.q8_gemv = RefQ8Gemv;
     k.attention = Attention;
+    k.attention_f16 = Attention;
     return k;
   }();
   return table;

@@ -447,6 +447,18 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // paths: attention_prefill.inc. Here one block for up to 4 heads of one token in 4-float vectors:
 // scores 16 keys x up to 4 heads at a time (16 accumulators), p.V accumulated into `out` 16 dims
 // at a time.
+
+// 4 floats from a float cache, or converted from 4 halves of an f16 cache (fcvtl: exact).
+inline float32x4_t Load4(const float* p) { return vld1q_f32(p); }
+inline float32x4_t Load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+// f[0..n) = the IEEE halves h[0..n) as floats, for the f16 KV cache.
+inline void HalfToFloat(const uint16_t* h, int64_t n, float* f) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(f + i, Load4(h + i));
+  for (; i < n; ++i) f[i] = Fp16ToFp32(h[i]);
+}
+
 #include "engine/kernels/attention_prefill.inc"
 
 // e^x for 4 floats: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7),
@@ -492,14 +504,14 @@ inline void QuarterBlockScores(const float* const* qh, const float* kt, int64_t 
 }
 
 // o_r[0..16) = o_r * corr[r] + sum_k p[r][k] v_k[0..16) for R <= 4 rows, nv keys (v rows kv_stride apart).
-template <int R>
-inline void BlockPv16(float* const* o, const float* const* p, const float* corr, const float* v,
+template <int R, class T = float>
+inline void BlockPv16(float* const* o, const float* const* p, const float* corr, const T* v,
                       int64_t kv_stride, int64_t nv) {
   float32x4_t acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int z = 0; z < 4; ++z) acc[r][z] = vmulq_n_f32(vld1q_f32(o[r] + 4 * z), corr[r]);
   for (int64_t k = 0; k < nv; ++k, v += kv_stride) {
-    const float32x4_t va = vld1q_f32(v), vb = vld1q_f32(v + 4), vc = vld1q_f32(v + 8), vd = vld1q_f32(v + 12);
+    const float32x4_t va = Load4(v), vb = Load4(v + 4), vc = Load4(v + 8), vd = Load4(v + 12);
     for (int r = 0; r < R; ++r) {
       const float pk = p[r][k];
       acc[r][0] = vfmaq_n_f32(acc[r][0], va, pk);
@@ -569,14 +581,29 @@ inline void Scores8(const float* qh, const float* k, int64_t kv_stride, int64_t 
 }
 
 // o_r[0..head_dim) += sum_j p_r[j] v_j: the batched prefill's BlockPv16, 16 dimensions at a time.
-template <int R>
-inline void BlockPv(const float* const* p, const float* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
+template <int R, class T>
+inline void BlockPv(const float* const* p, const T* v, int64_t kv_stride, int64_t nb, int64_t head_dim,
                     float* const* o) {
   const float ones[4] = {1.0f, 1.0f, 1.0f, 1.0f};  // no rescaling (o * 1 is exact)
   float* oz[R];
   for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
     for (int r = 0; r < R; ++r) oz[r] = o[r] + d0;
     BlockPv16<R>(oz, p, ones, v + d0, kv_stride, nb);
+  }
+}
+
+// Scores of `heads` query heads of one KV head against 8 key rows (GroupScores8 in
+// attention_decode.inc): Scores8 per head; from an f16 cache on the 8 rows' slices converted into
+// a float tile first (the same scores bit for bit; not measured on ARM hardware).
+template <class T>
+inline void GroupScores8(const float* q, int64_t heads, const T* k, int64_t kv_stride, int64_t head_dim, float scale,
+                         float (*s)[kDecodeKeys], int64_t j) {
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t h = 0; h < heads; ++h) Scores8(q + h * head_dim, k, kv_stride, head_dim, scale, s[h] + j);
+  } else {
+    alignas(16) float tile[8 * kMaxHeadDim];
+    for (int64_t i = 0; i < 8; ++i) HalfToFloat(k + i * kv_stride, head_dim, tile + i * head_dim);
+    for (int64_t h = 0; h < heads; ++h) Scores8(q + h * head_dim, tile, head_dim, head_dim, scale, s[h] + j);
   }
 }
 
@@ -604,7 +631,8 @@ inline void SoftmaxRow(float* s, int64_t n, float* m, float* l) {
 
 #include "engine/kernels/attention_decode.inc"
 
-void AttentionPrefill(const float* q, int64_t q_stride, const float* k_cache, const float* v_cache, int64_t pos,
+template <class T>
+void AttentionPrefill(const float* q, int64_t q_stride, const T* k_cache, const T* v_cache, int64_t pos,
                       int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out, int64_t out_stride,
                       int64_t t_begin, int64_t t_end, int64_t kvh_begin, int64_t kvh_end) {
   auto block_update = [](auto heads, const float* const* qh, float* const* o, float* m, float* l, const float* kt,
@@ -628,8 +656,11 @@ const CpuKernels& NeonKernels() {
     k.dense_gemm = DenseGemm;
     k.q8_gemv = Q8Gemv;
     k.attention = AttentionHeads;
-    k.attention_prefill = AttentionPrefill;
-    k.attention_decode = AttentionDecode;
+    k.attention_prefill = AttentionPrefill<float>;
+    k.attention_decode = AttentionDecode<float>;
+    k.attention_f16 = Attention;  // the reference's loops: only for shapes the two below do not cover
+    k.attention_prefill_f16 = AttentionPrefill<uint16_t>;
+    k.attention_decode_f16 = AttentionDecode<uint16_t>;
     k.norm_quantize = NormQuantize;
     return k;
   }();

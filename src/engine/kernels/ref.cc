@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/common/error.h"
+#include "engine/common/fp16.h"
 #include "engine/quant/quant.h"
 
 namespace trinity::kernels {
@@ -128,9 +129,14 @@ void RopeNeox(float* v, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t
   }
 }
 
-void Attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
-               int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
-               int64_t head_end) {
+namespace {
+
+inline float KvValue(float x) { return x; }
+inline float KvValue(uint16_t h) { return Fp16ToFp32(h); }
+
+template <class T>
+void AttentionT(const float* q, const T* k_cache, const T* v_cache, int64_t n_kv, int64_t n_head, int64_t n_head_kv,
+                int64_t head_dim, float* out, float* scratch, int64_t head_begin, int64_t head_end) {
   const int64_t group = n_head / n_head_kv;
   const int64_t kv_stride = n_head_kv * head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -139,9 +145,9 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, int64
     const int64_t kvh = h / group;
     float max_score = -INFINITY;
     for (int64_t t = 0; t < n_kv; ++t) {
-      const float* k = k_cache + t * kv_stride + kvh * head_dim;
+      const T* k = k_cache + t * kv_stride + kvh * head_dim;
       float dot = 0.0f;
-      for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * k[d];
+      for (int64_t d = 0; d < head_dim; ++d) dot += qh[d] * KvValue(k[d]);
       scratch[t] = dot * scale;
       max_score = std::max(max_score, scratch[t]);
     }
@@ -154,10 +160,24 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, int64
     std::fill(oh, oh + head_dim, 0.0f);
     for (int64_t t = 0; t < n_kv; ++t) {
       const float p = scratch[t] / sum;
-      const float* v = v_cache + t * kv_stride + kvh * head_dim;
-      for (int64_t d = 0; d < head_dim; ++d) oh[d] += p * v[d];
+      const T* v = v_cache + t * kv_stride + kvh * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) oh[d] += p * KvValue(v[d]);
     }
   }
+}
+
+}  // namespace
+
+void Attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
+               int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
+               int64_t head_end) {
+  AttentionT(q, k_cache, v_cache, n_kv, n_head, n_head_kv, head_dim, out, scratch, head_begin, head_end);
+}
+
+void Attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t n_kv, int64_t n_head,
+               int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
+               int64_t head_end) {
+  AttentionT(q, k_cache, v_cache, n_kv, n_head, n_head_kv, head_dim, out, scratch, head_begin, head_end);
 }
 
 }  // namespace trinity::kernels

@@ -79,5 +79,11 @@ void RopeNeox(float* v, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t
 void Attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_kv, int64_t n_head,
                int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
                int64_t head_end);
+// The same over caches of IEEE half bits (the f16 KV cache): each value converted to float (exact),
+// then the same operations in the same order, so equal bit for bit to Attention on the converted
+// caches.
+void Attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t n_kv, int64_t n_head,
+               int64_t n_head_kv, int64_t head_dim, float* out, float* scratch, int64_t head_begin,
+               int64_t head_end);
 
 }  // namespace trinity::kernels
