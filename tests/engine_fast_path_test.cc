@@ -23,6 +23,7 @@
 #include <memory>
 #include <random>
 
+#include "engine/common/error.h"
 #include "engine/kernels/cpu.h"
 #include "engine/model/context.h"
 #include "engine/model/model.h"
@@ -195,6 +196,68 @@ TEST_P(FastPathTest, Q8LmHeadMatchesItsReference) {
   std::printf("q8 LM head vs the file's: max|d|/std %.3e, mean|d|/std %.3e, argmax differs at %d of %zu positions\n",
               effect.worst_max_over_std, effect.mean_over_std, effect.argmax_mismatches, r.prompt.size());
   EXPECT_LE(effect.mean_over_std, 0.05);
+}
+
+// The f16 KV cache (ContextOptions::kv_cache = kF16): the fast path (batched prefill and the
+// one-token decode kernels) against the reference pass with the same cache, same tolerance as
+// above (the half kernels convert exactly, so only attention's summation order differs), and its
+// effect against the f32 cache (reported; bounded loosely: rounding keys and values to 11
+// significant bits is a different computation by design).
+TEST_P(FastPathTest, F16KvCacheMatchesItsReference) {
+  if (TestModel().empty()) GTEST_SKIP() << "TRINITY_TEST_MODEL is not set";
+  const Reference& r = GetReference();
+  const int64_t n_vocab = r.model->config().n_vocab;
+  static const std::vector<float> ref_f16 = [&] {
+    ContextOptions options{256, 2, true};
+    options.kv_cache = KvCacheType::kF16;
+    Context context(*r.model, options);
+    std::vector<float> logits;
+    context.Eval(r.prompt, &logits);
+    return logits;
+  }();
+  ContextOptions options{256, 2};
+  options.cpu_path = GetParam();
+  options.kv_cache = KvCacheType::kF16;
+  Context fast(*r.model, options);
+  EXPECT_EQ(fast.kv_cache(), KvCacheType::kF16);
+  EXPECT_EQ(2 * fast.KvBytesPerPosition(), Context(*r.model, ContextOptions{16, 1}).KvBytesPerPosition());
+  std::vector<float> got;
+  fast.Eval(r.prompt, &got);
+  ASSERT_EQ(ref_f16.size(), got.size());
+  if (GetParam() == kernels::CpuPath::kRef) {
+    EXPECT_EQ(0, std::memcmp(ref_f16.data(), got.data(), got.size() * sizeof(float)));
+  }
+  ExpectClose(Compare(ref_f16, got, n_vocab), "f16 KV cache, batched prefill");
+  Context fast1(*r.model, options);
+  std::vector<float> one_by_one;
+  for (int32_t t : r.prompt) {
+    auto logits = fast1.Eval(std::span<const int32_t>(&t, 1));
+    one_by_one.insert(one_by_one.end(), logits.begin(), logits.end());
+  }
+  ExpectClose(Compare(ref_f16, one_by_one, n_vocab), "f16 KV cache, token by token");
+  const Diff effect = Compare(r.logits, ref_f16, n_vocab);
+  std::printf("f16 KV cache vs f32: max|d|/std %.3e, mean|d|/std %.3e, argmax differs at %d of %zu positions\n",
+              effect.worst_max_over_std, effect.mean_over_std, effect.argmax_mismatches, r.prompt.size());
+  EXPECT_LE(effect.mean_over_std, 0.05);
+  EXPECT_GT(effect.mean_over_std, 0.0);  // the cache really is rounded
+}
+
+TEST(FastPathOptionsTest, KvCacheTypeNamesAndGpuRefusal) {
+  EXPECT_EQ(ParseKvCacheType("f16"), KvCacheType::kF16);
+  EXPECT_EQ(ParseKvCacheType("f32"), KvCacheType::kF32);
+  EXPECT_STREQ(KvCacheTypeName(KvCacheType::kF16), "f16");
+  EXPECT_THROW(ParseKvCacheType("q4"), Error);
+  if (TestModel().empty()) GTEST_SKIP() << "TRINITY_TEST_MODEL is not set";
+  const Reference& r = GetReference();
+  ContextOptions options{16, 1};
+  options.device = Device::kCuda;
+  options.kv_cache = KvCacheType::kF16;
+  try {
+    Context context(*r.model, options);
+    FAIL() << "a GPU context accepted the f16 KV cache";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("f16 KV cache is CPU-only"), std::string::npos) << e.what();
+  }
 }
 
 std::vector<kernels::CpuPath> Paths() {

@@ -74,9 +74,13 @@ TEST_F(BatcherTest, ConcurrentSequencesMatchLoneContextsExactly) {
   const int lengths[kSeqs] = {3, 70, 1, 17, 130};
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::vector<std::vector<float>>> want;
+  // Odd sequences keep an f16 KV cache: one step mixes both cache types.
+  auto cache_of = [](int s) { return s % 2 ? KvCacheType::kF16 : KvCacheType::kF32; };
   for (int s = 0; s < kSeqs; ++s) {
     prompts.push_back(Prompt(lengths[s], 100 + s));
-    Context lone(*model_, ContextOptions(256, 1));
+    ContextOptions co(256, 1);
+    co.kv_cache = cache_of(s);
+    Context lone(*model_, co);
     want.push_back(Run(lone, prompts[s], kSteps));
   }
 
@@ -96,6 +100,7 @@ TEST_F(BatcherTest, ConcurrentSequencesMatchLoneContextsExactly) {
         threads.emplace_back([&, s] {
           ContextOptions co(256);
           co.batcher = &batcher;
+          co.kv_cache = cache_of(s);
           Context ctx(*model_, co);
           start.arrive_and_wait();
           got[s] = Run(ctx, prompts[s], kSteps);

@@ -17,6 +17,7 @@ void RegisterLogits(CLI::App& app) {
     int threads = 0;
     std::string device = "auto";
     std::string lm_head = "file";
+    std::string kv_cache = "f32";
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("logits", "Write teacher-forced logits as float32 [n_tokens][n_vocab]");
@@ -28,11 +29,13 @@ void RegisterLogits(CLI::App& app) {
   cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
   cmd->add_option("--lm-head", f->lm_head, "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)");
   AddDeviceFlag(*cmd, f->device);
+  AddKvCacheFlag(*cmd, f->kv_cache);
   cmd->callback([f] {
     const auto model = LoadModel(f->model);
     ContextOptions options{static_cast<int64_t>(f->tokens.size()) + 1, f->threads, f->reference};
     options.device = ParseDevice(f->device);  // --reference always runs on the CPU
     options.lm_head = ParseLmHeadFormat(f->lm_head);
+    options.kv_cache = ParseKvCacheType(f->kv_cache);
     Context context(*model, options);
     std::vector<float> logits;
     context.Eval(f->tokens, &logits);

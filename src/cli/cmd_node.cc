@@ -188,6 +188,7 @@ struct BenchFlags {
   std::string lm_head = "file";
   SamplingParams sampling;
   std::string device = "auto";
+  std::string kv_cache = "f32";
 };
 
 NodeOptions MakeNodeOptions(const BenchFlags& f) {
@@ -195,6 +196,7 @@ NodeOptions MakeNodeOptions(const BenchFlags& f) {
   options.context.n_ctx = f.n_ctx;
   options.context.n_threads = f.threads;
   options.context.device = ParseDevice(f.device);
+  options.context.kv_cache = ParseKvCacheType(f.kv_cache);
   options.prompt_mode = node::ParsePromptMode(f.prompt_mode);
   options.free_text = f.free_text;
   options.sampling = f.sampling;
@@ -418,16 +420,19 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.device = ParseDevice(f.device);
   options.n_seq = f.n_seq;
   options.lm_head = ParseLmHeadFormat(f.lm_head);
+  options.kv_cache = ParseKvCacheType(f.kv_cache);
   const node::EngineBenchResult r = node::RunEngineBench(*model, options);
   std::vector<node::StreamsBenchResult> streams;
-  for (int n : f.streams) streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads, options.lm_head));
+  for (int n : f.streams)
+    streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads, options.lm_head, options.kv_cache));
   const bool gpu = r.device == Device::kCuda;
   if (f.json) {
     nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
                         {"bytes_per_token", r.bytes_per_token}, {"kv_bytes_per_token", r.kv_bytes_per_token},
                         {"depth", f.depth}, {"read_gbps", r.read_gbps},
                         {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
-                        {"lm_head", LmHeadFormatName(options.lm_head)}, {"peak_rss_bytes", r.peak_rss_bytes},
+                        {"lm_head", LmHeadFormatName(options.lm_head)}, {"kv_cache", KvCacheTypeName(options.kv_cache)},
+                        {"peak_rss_bytes", r.peak_rss_bytes},
                         {"model_file_bytes", r.model_file_bytes}};
     if (!streams.empty()) {
       j["streams"] = nlohmann::json::array();
@@ -490,8 +495,8 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                 static_cast<long long>(f.bandwidth_mib));
     std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
   }
-  std::printf("LM head: %s | peak resident memory: %.1f MiB = %.2f x the model file (%.1f MiB)\n",
-              LmHeadFormatName(options.lm_head), r.peak_rss_bytes / 1048576.0,
+  std::printf("LM head: %s | KV cache: %s | peak resident memory: %.1f MiB = %.2f x the model file (%.1f MiB)\n",
+              LmHeadFormatName(options.lm_head), KvCacheTypeName(options.kv_cache), r.peak_rss_bytes / 1048576.0,
               r.model_file_bytes ? static_cast<double>(r.peak_rss_bytes) / static_cast<double>(r.model_file_bytes) : 0.0,
               r.model_file_bytes / 1048576.0);
   if (streams.empty()) return;
@@ -542,6 +547,7 @@ bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args) {
   options.context.n_ctx = args.n_ctx;
   options.context.n_threads = args.threads;
   options.context.device = ParseDevice(args.device);
+  options.context.kv_cache = ParseKvCacheType(args.kv_cache);
   options.prompt_mode = node::ParsePromptMode(flags.prompt_mode);
   options.free_text = flags.free_text;
   Node node(*model, std::move(tasks), options);
@@ -597,6 +603,7 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("--batch", f->n_seq, "--engine on a GPU: also decode this many sequences at once (aggregate tok/s)")
       ->capture_default_str();
   AddDeviceFlag(*cmd, f->device);
+  AddKvCacheFlag(*cmd, f->kv_cache);
   AddSamplingFlags(*cmd, f->sampling);
   auto load = std::make_shared<LoadFlags>();
   AddLoadFlags(*cmd, *load);

@@ -19,6 +19,7 @@ void RegisterPerplexity(CLI::App& app) {
     bool json = false;
     std::string device = "auto";
     std::string lm_head = "file";
+    std::string kv_cache = "f32";
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("perplexity", "Perplexity of a model over a text file");
@@ -28,6 +29,7 @@ void RegisterPerplexity(CLI::App& app) {
   cmd->add_option("-t,--threads", f->threads, "threads (0 = all cores)");
   cmd->add_flag("--json", f->json, "print JSON");
   AddDeviceFlag(*cmd, f->device);
+  AddKvCacheFlag(*cmd, f->kv_cache);
   cmd->add_option("--lm-head", f->lm_head, "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)");
   cmd->callback([f] {
     std::ifstream in(f->file, std::ios::binary);
@@ -39,6 +41,7 @@ void RegisterPerplexity(CLI::App& app) {
     options.n_threads = f->threads;
     options.device = ParseDevice(f->device);
     options.lm_head = ParseLmHeadFormat(f->lm_head);
+    options.kv_cache = ParseKvCacheType(f->kv_cache);
     const PerplexityResult r = Perplexity(*model, buffer.str(), f->n_ctx, options, [&](int64_t done, int64_t total) {
       if (!f->json) std::fprintf(stderr, "\rchunk %lld/%lld", static_cast<long long>(done), static_cast<long long>(total));
     });

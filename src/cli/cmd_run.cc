@@ -29,11 +29,13 @@ struct RunFlags {
   std::vector<int32_t> prompt_tokens;
   SamplingParams sampling;
   std::string device = "auto";
+  std::string kv_cache = "f32";
 };
 
 ContextOptions MakeContextOptions(const RunFlags& f) {
   ContextOptions options(f.n_ctx, f.threads);
   options.device = ParseDevice(f.device);
+  options.kv_cache = ParseKvCacheType(f.kv_cache);
   return options;
 }
 
@@ -46,6 +48,7 @@ void AddCommonFlags(CLI::App& cmd, RunFlags& f) {
   cmd.add_option("--logit-bias", f.logit_bias, "TOKEN=BIAS added to that token's logit (repeatable; -inf bans)");
   AddSamplingFlags(cmd, f.sampling);
   AddDeviceFlag(cmd, f.device);
+  AddKvCacheFlag(cmd, f.kv_cache);
 }
 
 void ParseLogitBias(RunFlags& f) {
@@ -88,7 +91,7 @@ void RegisterRun(CLI::App& app) {
     ParseLogitBias(*f);
     Validate(f->sampling);
     const std::optional<int32_t> n = cmd->count("--n-predict") > 0 ? std::optional(f->n_predict) : std::nullopt;
-    if (RunTaskIfRequested(*task, {f->model, f->prompt, f->threads, f->n_ctx, n, f->sampling, f->json, f->device})) return;
+    if (RunTaskIfRequested(*task, {f->model, f->prompt, f->threads, f->n_ctx, n, f->sampling, f->json, f->device, f->kv_cache})) return;
     const auto model = LoadModel(f->model);
     const Tokenizer& tokenizer = model->tokenizer();
     std::vector<int32_t> prompt;

@@ -26,6 +26,7 @@ void RegisterServe(CLI::App& app) {
   auto prompt_mode = std::make_shared<std::string>("auto");
   auto device = std::make_shared<std::string>("auto");
   auto lm_head = std::make_shared<std::string>("file");
+  auto kv_cache = std::make_shared<std::string>("f32");
   auto batching = std::make_shared<std::string>("auto");
   auto no_batching = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (chat, completions, tasks, metrics)");
@@ -58,12 +59,14 @@ void RegisterServe(CLI::App& app) {
   cmd->add_option("--lm-head", *lm_head,
                   "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)")
       ->capture_default_str();
-  cmd->callback([o, model_flag, prompt_mode, device, lm_head, batching, no_batching] {
+  AddKvCacheFlag(*cmd, *kv_cache);
+  cmd->callback([o, model_flag, prompt_mode, device, lm_head, kv_cache, batching, no_batching] {
     o->device = ParseDevice(*device);
     o->batching = *no_batching || *batching == "off" ? server::Batching::kOff
                   : *batching == "on"                ? server::Batching::kOn
                                                      : server::Batching::kAuto;
     o->lm_head = ParseLmHeadFormat(*lm_head);
+    o->kv_cache = ParseKvCacheType(*kv_cache);
     o->model_path = ResolveModelPath(*model_flag);
     o->prompt_mode = node::ParsePromptMode(*prompt_mode);
     std::signal(SIGTERM, OnSignal);

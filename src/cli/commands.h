@@ -41,6 +41,7 @@ struct TaskRunArgs {  // what `run` already parsed
   SamplingParams sampling;
   bool json = false;
   std::string device = "auto";
+  std::string kv_cache = "f32";
 };
 // Answers the task request when --task was given and returns true; false for a plain run.
 bool RunTaskIfRequested(const TaskRunFlags& flags, const TaskRunArgs& args);
@@ -71,6 +72,10 @@ std::unique_ptr<Model> LoadModel(const std::string& flag);
 
 // --device cpu|cuda|auto (default auto: the GPU when this build has CUDA and one is present).
 void AddDeviceFlag(CLI::App& cmd, std::string& device);
+
+// --kv-cache f32|f16 (default f32; f16 halves the cache's memory and the bytes a deep decode
+// reads, changes the logits slightly; CPU only). Parse with ParseKvCacheType.
+void AddKvCacheFlag(CLI::App& cmd, std::string& kv_cache);
 
 // Sampling flags shared by run and chat.
 void AddSamplingFlags(CLI::App& cmd, SamplingParams& params);

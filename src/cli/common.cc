@@ -22,6 +22,14 @@ void AddDeviceFlag(CLI::App& cmd, std::string& device) {
       ->check(CLI::IsMember({"cpu", "cuda", "gpu", "auto"}));
 }
 
+void AddKvCacheFlag(CLI::App& cmd, std::string& kv_cache) {
+  cmd.add_option("--kv-cache", kv_cache,
+                 "KV cache type: f32, or f16 (half the memory per cached token and faster decode at depth; "
+                 "changes logits slightly; CPU only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16"}));
+}
+
 void AddSamplingFlags(CLI::App& cmd, SamplingParams& p) {
   cmd.add_option("--temp", p.temperature, "temperature (0 = greedy)")->capture_default_str();
   cmd.add_option("--top-k", p.top_k, "top-k (0 = off)")->capture_default_str();

@@ -49,6 +49,7 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   context_options.n_threads = options.threads;
   context_options.device = options.device;
   context_options.lm_head = options.lm_head;
+  context_options.kv_cache = options.kv_cache;
   Context context(model, context_options);
   const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
 
@@ -167,7 +168,8 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   return result;
 }
 
-StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads, LmHeadFormat lm_head) {
+StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads, LmHeadFormat lm_head,
+                                   KvCacheType kv_cache) {
   if (streams < 1 || streams > Context::kMaxBatch) Fail("streams must be in [1, {}]", Context::kMaxBatch);
   if (n_gen < 1) Fail("-n must be >= 1 to measure streams");
   const int32_t n_vocab = static_cast<int32_t>(model.config().n_vocab);
@@ -184,6 +186,7 @@ StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_ge
   for (int s = 0; s < streams; ++s) {
     ContextOptions co(n_ctx, threads);
     co.lm_head = lm_head;
+    co.kv_cache = kv_cache;
     co.batcher = batcher.get();
     contexts.push_back(std::make_unique<Context>(model, co));
     // One warm-up token per stream (page faults of the mapped weights), then an empty cache.

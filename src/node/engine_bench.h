@@ -27,6 +27,7 @@ struct EngineBenchOptions {
   // a 32-token prompt each; 0 skips it.
   int n_seq = 0;
   LmHeadFormat lm_head = LmHeadFormat::kFile;
+  KvCacheType kv_cache = KvCacheType::kF32;
 };
 
 struct EngineBenchResult {
@@ -65,6 +66,7 @@ struct StreamsBenchResult {
 // time, one thread per sequence: a lone Context for one stream, contexts attached to one Batcher
 // (continuous batching: each step evaluates every stream's next token at once) for more.
 StreamsBenchResult RunStreamsBench(const Model& model, int streams, int64_t n_gen, int threads,
-                                   LmHeadFormat lm_head = LmHeadFormat::kFile);
+                                   LmHeadFormat lm_head = LmHeadFormat::kFile,
+                                   KvCacheType kv_cache = KvCacheType::kF32);
 
 }  // namespace trinity::node

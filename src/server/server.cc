@@ -746,6 +746,7 @@ int Server::Start() {
     so.node.context = ContextOptions(o.n_ctx, threads);
     so.node.context.device = o.device;
     so.node.context.lm_head = o.lm_head;
+    so.node.context.kv_cache = o.kv_cache;
     so.node.prompt_mode = o.prompt_mode;
     so.node.sampling = o.sampling;
     if (!o.tasks_config.empty()) so.tasks.LoadFile(o.tasks_config);

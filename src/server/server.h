@@ -35,6 +35,7 @@ struct ServerOptions {
   Batching batching = Batching::kAuto;  // continuous batching of the slots (when n_parallel > 1)
   Device device = Device::kCpu;      // each slot's forward pass (the CLI passes --device, default auto)
   LmHeadFormat lm_head = LmHeadFormat::kFile;  // kQ8: the 8-bit LM head copy (CPU; changes logits slightly)
+  KvCacheType kv_cache = KvCacheType::kF32;    // kF16: half the memory per slot (CPU; changes logits slightly)
   size_t max_queue = 16;             // waiting requests beyond the slots; more get 429
   size_t max_body_bytes = 1 << 20;   // larger bodies get 413
   double timeout_s = 600.0;          // per request, queueing included

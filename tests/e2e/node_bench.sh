@@ -71,9 +71,9 @@ echo "ok bench tables"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "kv_bytes_per_token", "depth", "read_gbps",
-                  "roofline_pct", "threads", "lm_head", "model_file_bytes", "peak_rss_bytes"}, d
+                  "roofline_pct", "threads", "lm_head", "kv_cache", "model_file_bytes", "peak_rss_bytes"}, d
 assert d["depth"] == 0 and d["kv_bytes_per_token"] > 0  # tg's mean position is n / 2 = 2
-assert d["lm_head"] == "file" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
+assert d["lm_head"] == "file" and d["kv_cache"] == "f32" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
 assert d["pp_tok_per_s"] > 0 and d["tg_tok_per_s"] > 0 and d["bytes_per_token"] > 0 and d["read_gbps"] > 0
 assert abs(d["roofline_pct"] - d["tg_tok_per_s"] * d["bytes_per_token"] / (d["read_gbps"] * 1e9) * 100) < 1e-6
 assert d["threads"] == 2
@@ -91,6 +91,17 @@ assert b["kv_bytes_per_token"] == a["kv_bytes_per_token"] * 9, (a, b)
 assert b["bytes_per_token"] - b["kv_bytes_per_token"] == a["bytes_per_token"] - a["kv_bytes_per_token"]
 print("ok bench --engine --depth")
 PYEOF
+# --kv-cache f16: half the cache bytes per position, the weights' bytes unchanged.
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 --kv-cache f16 --json > "$WORK/depth16h.json"
+"$PY" - "$WORK/depth16.json" "$WORK/depth16h.json" <<'PYEOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert b["kv_cache"] == "f16" and b["tg_tok_per_s"] > 0 and b["pp_tok_per_s"] > 0, b
+assert 2 * b["kv_bytes_per_token"] == a["kv_bytes_per_token"], (a, b)
+assert b["bytes_per_token"] - b["kv_bytes_per_token"] == a["bytes_per_token"] - a["kv_bytes_per_token"]
+print("ok bench --engine --kv-cache f16")
+PYEOF
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 --kv-cache q4 > /dev/null 2>&1 && fail "--kv-cache q4 accepted"
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 | grep -q "| tg4 @ d16 |" || fail "depth label"
 
 # --overhead: both sides generate the same tokens.

@@ -26,6 +26,7 @@
 #include <cstring>
 
 #include "engine/common/error.h"
+#include "engine/common/fp16.h"
 #include "engine/model/batcher.h"
 
 namespace trinity {
@@ -74,17 +75,27 @@ LmHeadFormat ParseLmHeadFormat(const std::string& name) {
   Fail("unknown LM head format \"{}\": expected file (the model's own weights) or q8", name);
 }
 
+const char* KvCacheTypeName(KvCacheType type) { return type == KvCacheType::kF16 ? "f16" : "f32"; }
+
+KvCacheType ParseKvCacheType(const std::string& name) {
+  if (name == "f32") return KvCacheType::kF32;
+  if (name == "f16") return KvCacheType::kF16;
+  Fail("unknown KV cache type \"{}\": expected f32 or f16", name);
+}
+
 Context::Context(const Model& model, ContextOptions options)
     : model_(model),
       config_(model.config()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
       pool_(PoolThreads(options)),
       batcher_(options.batcher),
+      kv_cache_(options.kv_cache),
       kernels_(&KernelsFor(options)),
       reference_(options.reference) {
   if (batcher_ && reference_) Fail("the reference forward pass cannot be batched");
   if (!reference_ && ResolveDevice(options.device) == Device::kCuda) {
     if (batcher_) Fail("a GPU context cannot join a CPU batcher");
+    if (kv_cache_ != KvCacheType::kF32) Fail("the f16 KV cache is CPU-only: use --device cpu, or --kv-cache f32 on the GPU");
     if (n_ctx_ <= 0 || n_ctx_ > (int64_t{1} << 20)) Fail("context size {} is out of range", n_ctx_);
     cuda::ForwardOptions o;
     o.n_ctx = n_ctx_;
@@ -111,7 +122,22 @@ Context::~Context() {
 }
 
 uint64_t Context::KvBytesPerPosition() const {
-  return 2 * static_cast<uint64_t>(config_.n_layer * config_.n_embd_kv()) * sizeof(float);
+  const uint64_t element = kv_cache_ == KvCacheType::kF16 ? sizeof(uint16_t) : sizeof(float);
+  return 2 * static_cast<uint64_t>(config_.n_layer * config_.n_embd_kv()) * element;
+}
+
+void Context::StoreKv(int64_t il, int64_t pos, const float* k, const float* v) {
+  const int64_t n_kv = config_.n_embd_kv();
+  const size_t at = static_cast<size_t>((il * n_ctx_ + pos) * n_kv);
+  if (kv_cache_ == KvCacheType::kF16) {
+    for (int64_t i = 0; i < n_kv; ++i) {
+      k_half_.data()[at + i] = Fp32ToFp16(k[i]);
+      v_half_.data()[at + i] = Fp32ToFp16(v[i]);
+    }
+    return;
+  }
+  std::copy_n(k, n_kv, k_cache_.data() + at);
+  std::copy_n(v, n_kv, v_cache_.data() + at);
 }
 
 void Context::Idle() {
@@ -124,8 +150,13 @@ void Context::Allocate(bool kv_cache, bool compute) {
   logits_.resize(c.n_vocab);
   if (kv_cache) {
     const size_t kv = static_cast<size_t>(c.n_layer * n_ctx_ * c.n_embd_kv());
-    k_cache_ = LazyBuffer<float>(kv);
-    v_cache_ = LazyBuffer<float>(kv);
+    if (kv_cache_ == KvCacheType::kF16) {
+      k_half_ = LazyBuffer<uint16_t>(kv);
+      v_half_ = LazyBuffer<uint16_t>(kv);
+    } else {
+      k_cache_ = LazyBuffer<float>(kv);
+      v_cache_ = LazyBuffer<float>(kv);
+    }
   }
   if (!compute) return;
   const size_t wide = static_cast<size_t>(std::max(c.n_embd, c.n_ff));
@@ -139,6 +170,8 @@ void Context::Allocate(bool kv_cache, bool compute) {
     gate_.resize(c.n_ff);
     up_.resize(c.n_ff);
     act_q_.resize(wide);
+    kb_.resize(c.n_embd_kv());
+    vb_.resize(c.n_embd_kv());
     return;
   }
   const size_t b = static_cast<size_t>(kMaxBatch);
@@ -215,14 +248,16 @@ std::span<const float> Context::Eval(std::span<const int32_t> tokens, std::vecto
 }
 
 void Context::PrefaultKv(int64_t end) {
-  if (end <= kv_prefaulted_ || k_cache_.data() == nullptr) return;
+  if (end <= kv_prefaulted_ || (k_cache_.data() == nullptr && k_half_.data() == nullptr)) return;
   const int64_t n_kv = config_.n_embd_kv();
   const int64_t to = std::min(n_ctx_, std::max(end, kv_prefaulted_ + kKvPrefaultPositions));
   for (int64_t il = 0; il < config_.n_layer; ++il) {
     const size_t first = static_cast<size_t>((il * n_ctx_ + kv_prefaulted_) * n_kv);
     const size_t count = static_cast<size_t>((to - kv_prefaulted_) * n_kv);
-    k_cache_.Prefault(first, count);
+    k_cache_.Prefault(first, count);  // the empty pair does nothing
     v_cache_.Prefault(first, count);
+    k_half_.Prefault(first, count);
+    v_half_.Prefault(first, count);
   }
   kv_prefaulted_ = to;
 }
@@ -234,16 +269,14 @@ void Context::EvalToken(int32_t token, int64_t pos) {
 
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& l = model_.layers()[static_cast<size_t>(il)];
-    float* k_cache = k_cache_.data() + il * n_ctx_ * n_kv;
-    float* v_cache = v_cache_.data() + il * n_ctx_ * n_kv;
 
     // Attention block.
     kernels::RmsNorm(x_.data(), l.attn_norm, c.n_embd, c.rms_eps, xn_.data());
     {
       // q, k and v share one activation quantisation (same input).
       const float act_scale = kernels::QuantizeActivations(xn_.data(), c.n_embd, act_q_.data());
-      float* k = k_cache + pos * n_kv;
-      float* v = v_cache + pos * n_kv;
+      float* k = kb_.data();
+      float* v = vb_.data();
       pool_.ParallelFor(c.n_embd + 2 * n_kv, [&](int64_t begin, int64_t end) {
         // Rows [0, n_embd) are q, then k, then v.
         auto run = [&](const TernaryWeight& w, float* y, int64_t offset) {
@@ -257,10 +290,16 @@ void Context::EvalToken(int32_t token, int64_t pos) {
       }, 16);
       kernels::RopeNeox(q_.data(), c.n_head, c.head_dim, c.n_rot, pos, c.rope_theta);
       kernels::RopeNeox(k, c.n_head_kv, c.head_dim, c.n_rot, pos, c.rope_theta);
+      StoreKv(il, pos, k, v);
     }
     pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
-      kernels::Attention(q_.data(), k_cache, v_cache, pos + 1, c.n_head, c.n_head_kv, c.head_dim, att_.data(),
-                         scores_.data() + begin * n_ctx_, begin, end);
+      if (kv_cache_ == KvCacheType::kF16) {
+        kernels::Attention(q_.data(), KHalf(il), VHalf(il), pos + 1, c.n_head, c.n_head_kv, c.head_dim, att_.data(),
+                           scores_.data() + begin * n_ctx_, begin, end);
+      } else {
+        kernels::Attention(q_.data(), KCache(il), VCache(il), pos + 1, c.n_head, c.n_head_kv, c.head_dim, att_.data(),
+                           scores_.data() + begin * n_ctx_, begin, end);
+      }
     });
     kernels::RmsNorm(att_.data(), l.attn_sub_norm, c.n_embd, c.rms_eps, att_.data());
     Linear(l.wo, att_.data(), tmp_.data());
@@ -363,9 +402,8 @@ void Context::EvalRows(const Row* rows, int64_t n) {
   auto gemm = [&](const TernaryWeight& w, float* y, int64_t y_stride, int64_t b, int64_t e) {
     k.ternary_gemm(w.view, qb_.data(), wide, act_sums_.data(), act_scales_.data(), n, y, y_stride, b, e);
   };
-  // Layer il's key and value caches of a row's sequence: (n_ctx, n_kv) each.
-  auto k_cache_of = [&](const Row& r, int64_t il) { return r.seq->k_cache_.data() + il * r.seq->n_ctx_ * n_kv; };
-  auto v_cache_of = [&](const Row& r, int64_t il) { return r.seq->v_cache_.data() + il * r.seq->n_ctx_ * n_kv; };
+  // Each row's attention reads its own sequence's cache, of that sequence's type.
+  auto half_cache = [&](const Row& r) { return r.seq->kv_cache_ == KvCacheType::kF16; };
 
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& l = model_.layers()[static_cast<size_t>(il)];
@@ -387,8 +425,7 @@ void Context::EvalRows(const Row* rows, int64_t n) {
     for (int64_t t = 0; t < n; ++t) {
       rope(qh_.data() + t * n_embd, c.n_head, t);
       rope(kb_.data() + t * n_kv, c.n_head_kv, t);
-      std::copy_n(kb_.data() + t * n_kv, n_kv, k_cache_of(rows[t], il) + rows[t].pos * n_kv);
-      std::copy_n(vb_.data() + t * n_kv, n_kv, v_cache_of(rows[t], il) + rows[t].pos * n_kv);
+      rows[t].seq->StoreKv(il, rows[t].pos, kb_.data() + t * n_kv, vb_.data() + t * n_kv);
     }
     // Causal: a row at position p sees positions 0 .. p of its sequence. Runs of rows at
     // consecutive positions of one sequence (a prompt batch is one run) go through the batched
@@ -422,9 +459,16 @@ void Context::EvalRows(const Row* rows, int64_t n) {
           // Row t0 of the run at position p0 is the kernel's token 0 at pos p0; the run's rows
           // are contiguous in qh_ and attb_.
           const Row& r0 = rows[it.t_begin];
-          k.attention_prefill(qh_.data() + it.t_begin * n_embd, n_embd, k_cache_of(r0, il), v_cache_of(r0, il), r0.pos,
-                              c.n_head, c.n_head_kv, c.head_dim, attb_.data() + it.t_begin * n_embd, n_embd, 0,
-                              it.t_end - it.t_begin, it.kvh, it.kvh + 1);
+          const float* q = qh_.data() + it.t_begin * n_embd;
+          float* out = attb_.data() + it.t_begin * n_embd;
+          const int64_t n_tok = it.t_end - it.t_begin;
+          if (half_cache(r0)) {
+            k.attention_prefill_f16(q, n_embd, r0.seq->KHalf(il), r0.seq->VHalf(il), r0.pos, c.n_head, c.n_head_kv,
+                                    c.head_dim, out, n_embd, 0, n_tok, it.kvh, it.kvh + 1);
+          } else {
+            k.attention_prefill(q, n_embd, r0.seq->KCache(il), r0.seq->VCache(il), r0.pos, c.n_head, c.n_head_kv,
+                                c.head_dim, out, n_embd, 0, n_tok, it.kvh, it.kvh + 1);
+          }
         }
       });
     }
@@ -454,9 +498,16 @@ void Context::EvalRows(const Row* rows, int64_t n) {
       pool_.ParallelFor(static_cast<int64_t>(n_items), [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const DecodeItem& it = items[static_cast<size_t>(i)];
-          k.attention_decode(qh_.data() + it.t * n_embd, k_cache_of(rows[it.t], il), v_cache_of(rows[it.t], il),
-                             c.n_head, c.n_head_kv, c.head_dim, it.k_begin, it.k_end, part_o_.data() + i * per_item,
-                             part_m + i * c.n_head, part_l + i * c.n_head);
+          const Context& seq = *rows[it.t].seq;
+          const float* q = qh_.data() + it.t * n_embd;
+          float* o = part_o_.data() + i * per_item;
+          if (half_cache(rows[it.t])) {
+            k.attention_decode_f16(q, seq.KHalf(il), seq.VHalf(il), c.n_head, c.n_head_kv, c.head_dim, it.k_begin,
+                                   it.k_end, o, part_m + i * c.n_head, part_l + i * c.n_head);
+          } else {
+            k.attention_decode(q, seq.KCache(il), seq.VCache(il), c.n_head, c.n_head_kv, c.head_dim, it.k_begin,
+                               it.k_end, o, part_m + i * c.n_head, part_l + i * c.n_head);
+          }
         }
       });
       for (size_t i = 0, j; i < n_items; i = j) {  // a row's items are adjacent
@@ -468,9 +519,17 @@ void Context::EvalRows(const Row* rows, int64_t n) {
     } else if (!single_rows.empty()) {
       pool_.ParallelFor(c.n_head, [&](int64_t begin, int64_t end) {
         for (int64_t t : single_rows) {
-          k.attention(qh_.data() + t * n_embd, k_cache_of(rows[t], il), v_cache_of(rows[t], il), rows[t].pos + 1,
-                      c.n_head, c.n_head_kv, c.head_dim, attb_.data() + t * n_embd, scores_.data() + begin * n_ctx_,
-                      begin, end);
+          const Context& seq = *rows[t].seq;
+          const float* q = qh_.data() + t * n_embd;
+          float* out = attb_.data() + t * n_embd;
+          float* scratch = scores_.data() + begin * n_ctx_;
+          if (half_cache(rows[t])) {
+            k.attention_f16(q, seq.KHalf(il), seq.VHalf(il), rows[t].pos + 1, c.n_head, c.n_head_kv, c.head_dim, out,
+                            scratch, begin, end);
+          } else {
+            k.attention(q, seq.KCache(il), seq.VCache(il), rows[t].pos + 1, c.n_head, c.n_head_kv, c.head_dim, out,
+                        scratch, begin, end);
+          }
         }
       });
     }

@@ -27,6 +27,15 @@ const char* LmHeadFormatName(LmHeadFormat format);
 // "file" (also "f16", "default") | "q8" -> format; throws trinity::Error otherwise.
 LmHeadFormat ParseLmHeadFormat(const std::string& name);
 
+// The KV cache's element type. kF32 (default): keys and values as computed, so the fast path
+// matches the reference to float rounding. kF16: rounded to IEEE half (round to nearest even)
+// as they are stored; half the memory per cached position and half the bytes a decode step reads
+// at depth (the attention kernels convert back exactly). Changes the logits slightly; CPU only.
+enum class KvCacheType { kF32 = 0, kF16 = 1 };
+const char* KvCacheTypeName(KvCacheType type);  // "f32" | "f16"
+// "f32" | "f16" -> type; throws trinity::Error otherwise.
+KvCacheType ParseKvCacheType(const std::string& name);
+
 // Where the forward pass runs. kAuto: the GPU when this build has CUDA and a device is present
 // (and the reference pass is not asked for), else the CPU.
 enum class Device { kCpu, kCuda, kAuto };
@@ -57,6 +66,8 @@ struct ContextOptions {
   Device device = Device::kCpu;
   // The LM head's weights (both the reference and the fast path honour it).
   LmHeadFormat lm_head = LmHeadFormat::kFile;
+  // The KV cache's element type (both passes honour it; a batched context keeps its own).
+  KvCacheType kv_cache = KvCacheType::kF32;
 };
 
 class Context {
@@ -87,6 +98,7 @@ class Context {
   // Bytes of KV cache one cached position holds (keys and values of every layer); decoding at
   // position p reads p of them.
   uint64_t KvBytesPerPosition() const;
+  KvCacheType kv_cache() const { return kv_cache_; }
   // Where Eval runs (never kAuto).
   Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
   // The GPU forward pass when device() is kCuda (batched decode, greedy on the GPU), else null.
@@ -126,6 +138,13 @@ class Context {
   // ahead of use, kKvPrefaultPositions at a time, so decode steps do not page-fault them one by one.
   void PrefaultKv(int64_t end);
   static constexpr int64_t kKvPrefaultPositions = 128;
+  // Position `pos` of layer il's caches = k, v (n_embd_kv floats each; rounded on an f16 cache).
+  void StoreKv(int64_t il, int64_t pos, const float* k, const float* v);
+  // Layer il's caches, (n_ctx, n_embd_kv) each, of the cache type in use.
+  const float* KCache(int64_t il) const { return k_cache_.data() + il * n_ctx_ * config_.n_embd_kv(); }
+  const float* VCache(int64_t il) const { return v_cache_.data() + il * n_ctx_ * config_.n_embd_kv(); }
+  const uint16_t* KHalf(int64_t il) const { return k_half_.data() + il * n_ctx_ * config_.n_embd_kv(); }
+  const uint16_t* VHalf(int64_t il) const { return v_half_.data() + il * n_ctx_ * config_.n_embd_kv(); }
   void Linear(const TernaryWeight& w, const float* x, float* y);  // y = W x with int8-quantised x
   // logits (n_vocab) = LM head . xn (n_embd, already output-normed), rows split over the threads.
   void LmHead(const float* xn, float* logits);
@@ -137,12 +156,16 @@ class Context {
   ThreadPool pool_;
   Batcher* batcher_ = nullptr;
 
-  // KV cache, f32: (n_layer, n_ctx, n_embd_kv) each. Pages are mapped as positions are first
-  // written, so memory grows with the positions a sequence reaches, not with n_ctx.
+  // KV cache: (n_layer, n_ctx, n_embd_kv) each, in k_cache_/v_cache_ (kF32) or as IEEE half bits
+  // in k_half_/v_half_ (kF16; the other pair stays empty). Pages are mapped as positions are
+  // first written, so memory grows with the positions a sequence reaches, not with n_ctx.
+  KvCacheType kv_cache_ = KvCacheType::kF32;
   LazyBuffer<float> k_cache_, v_cache_;
+  LazyBuffer<uint16_t> k_half_, v_half_;
   int64_t kv_prefaulted_ = 0;  // positions [0, kv_prefaulted_) are mapped (PrefaultKv)
   // Scratch: x (n_embd) residual stream, xn (max(n_embd, n_ff)) normed input, q (n_embd),
-  // att (n_embd), gate/up (n_ff), act_q (max(n_embd, n_ff)) int8, scores (n_threads * n_ctx).
+  // att (n_embd), gate/up (n_ff), act_q (max(n_embd, n_ff)) int8, scores (n_threads * n_ctx);
+  // the new key and value (n_embd_kv) are in kb_/vb_ below.
   std::vector<float> x_, xn_, q_, att_, tmp_, gate_, up_, scores_, logits_;
   std::vector<int8_t> act_q_;
 
