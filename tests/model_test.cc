@@ -1,4 +1,5 @@
 // Model loading (valid and malformed files), generation stop logic, context limits.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -7,7 +8,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <functional>
+#include <tuple>
 
 #include "engine/common/error.h"
 #include "engine/gguf/gguf.h"
@@ -251,6 +254,101 @@ TEST(ModelTest, Tq2BlockScalesMatchI2S) {
   EXPECT_LT(max_diff, 0.05);
   std::filesystem::remove(a);
   std::filesystem::remove(b);
+}
+
+// WeightPlacement: the private copy holds the file's bytes at other addresses, the mapped model
+// uses the file's own, and both compute bit-identical logits (the F16 head too: StreamedLmHead).
+TEST(ModelTest, CopiedAndMappedWeightsAgree) {
+  REQUIRE_MODEL();
+  const auto copied = Model::Load(TestModel(), {WeightPlacement::kCopy});
+  const auto mapped = Model::Load(TestModel(), {WeightPlacement::kMapped});
+  EXPECT_EQ(copied->weight_placement(), WeightPlacement::kCopy);
+  EXPECT_EQ(mapped->weight_placement(), WeightPlacement::kMapped);
+  const gguf::File& file = mapped->file();
+  for (size_t il = 0; il < mapped->layers().size(); ++il) {
+    const LayerWeights& a = copied->layers()[il];
+    const LayerWeights& b = mapped->layers()[il];
+    for (auto [wa, wb, name] : {std::tuple{&a.wq, &b.wq, "attn_q"}, std::tuple{&a.w_up, &b.w_up, "ffn_up"},
+                                std::tuple{&a.w_down, &b.w_down, "ffn_down"}}) {
+      const gguf::TensorInfo* t = file.FindTensor(fmt::format("blk.{}.{}.weight", il, name));
+      ASSERT_NE(t, nullptr);
+      const size_t bytes = static_cast<size_t>(wa->view.n_in * wa->view.n_out / 4);
+      EXPECT_EQ(wb->view.codes, file.TensorData(*t)) << il << name;
+      EXPECT_NE(wa->view.codes, wb->view.codes) << il << name;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(wa->view.codes) % 64, 0u);
+      EXPECT_EQ(std::memcmp(wa->view.codes, file.TensorData(*t), bytes), 0) << il << name;
+      EXPECT_EQ(wa->view.scale, wb->view.scale);
+    }
+  }
+  const kernels::DenseView& head = copied->StreamedLmHead();
+  EXPECT_NE(head.data, copied->lm_head().data);
+  EXPECT_EQ(std::memcmp(head.data, copied->lm_head().data, head.row_bytes * head.n_rows), 0);
+  EXPECT_EQ(mapped->StreamedLmHead().data, mapped->lm_head().data);
+  const std::vector<int32_t> tokens = {128000, 791, 4062, 14198, 35308, 927};
+  for (const LmHeadFormat head_format : {LmHeadFormat::kFile, LmHeadFormat::kQ8}) {
+    ContextOptions options(64, 2);
+    options.lm_head = head_format;
+    Context ca(*copied, options), cb(*mapped, options);
+    std::vector<float> la, lb;
+    ca.Eval(tokens, &la);
+    cb.Eval(tokens, &lb);
+    ASSERT_EQ(la.size(), lb.size());
+    EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)), 0) << LmHeadFormatName(head_format);
+  }
+}
+
+// A repacked format (TQ2_0) goes into the copy as well, and reads the same as when mapped.
+TEST(ModelTest, RepackedWeightsAreCopiedToo) {
+  REQUIRE_MODEL();
+  const auto src = gguf::File::Open(TestModel());
+  Edit tq2;
+  tq2.tensor = [&](std::string& name, auto&, uint32_t& type, std::vector<uint8_t>& bytes) {
+    if (name == "blk.1.ffn_gate.weight") {
+      const gguf::TensorInfo* t = src->FindTensor(name);
+      const uint64_t n = t->n_elements();
+      std::vector<int8_t> codes(n);
+      quant::UnpackI2S(src->TensorData(*t), n, codes.data());
+      std::vector<float> block_scales(n / quant::kTQBlock, quant::I2SScale(src->TensorData(*t), n));
+      bytes.assign(n / quant::kTQBlock * quant::kTQ2_0BlockBytes, 0);
+      quant::PackTQ2_0(codes.data(), n, block_scales.data(), bytes.data());
+      type = kGgmlTypeTQ2_0;
+    }
+    return true;
+  };
+  const std::string path = WriteEdited("tq2copy", tq2);
+  const auto copied = Model::Load(path, {WeightPlacement::kCopy});
+  const auto mapped = Model::Load(path, {WeightPlacement::kMapped});
+  const TernaryWeight& a = copied->layers()[1].w_gate;
+  const TernaryWeight& b = mapped->layers()[1].w_gate;
+  EXPECT_EQ(a.source_type, TensorType::kTQ2_0);
+  EXPECT_TRUE(a.owned_codes.empty());  // moved into the arena
+  EXPECT_FALSE(b.owned_codes.empty());
+  EXPECT_EQ(std::memcmp(a.view.codes, b.view.codes, static_cast<size_t>(a.view.n_in * a.view.n_out / 4)), 0);
+  std::filesystem::remove(path);
+}
+
+// $TRINITY_WEIGHTS chooses the placement of a kAuto load; another value is a clear error.
+TEST(ModelTest, WeightPlacementFromTheEnvironment) {
+  REQUIRE_MODEL();
+  const char* old = std::getenv("TRINITY_WEIGHTS");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("TRINITY_WEIGHTS", "mmap", 1);
+  EXPECT_EQ(Model::Load(TestModel())->weight_placement(), WeightPlacement::kMapped);
+  setenv("TRINITY_WEIGHTS", "copy", 1);
+  EXPECT_EQ(Model::Load(TestModel())->weight_placement(), WeightPlacement::kCopy);
+  EXPECT_EQ(Model::Load(TestModel(), {WeightPlacement::kMapped})->weight_placement(), WeightPlacement::kMapped);
+  setenv("TRINITY_WEIGHTS", "ram", 1);
+  try {
+    Model::Load(TestModel());
+    ADD_FAILURE() << "TRINITY_WEIGHTS=ram was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("TRINITY_WEIGHTS"), std::string::npos) << e.what();
+  }
+  if (old != nullptr) {
+    setenv("TRINITY_WEIGHTS", saved.c_str(), 1);
+  } else {
+    unsetenv("TRINITY_WEIGHTS");
+  }
 }
 
 TEST(GenerateTest, StopPrefixHold) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "engine/common/huge_pages.h"
 #include "engine/common/error.h"
 #include "engine/model/generate.h"
 #include "node/engine_bench.h"
@@ -426,6 +427,7 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   for (int n : f.streams)
     streams.push_back(node::RunStreamsBench(*model, n, f.n_gen, f.threads, options.lm_head, options.kv_cache));
   const bool gpu = r.device == Device::kCuda;
+  const int64_t huge_page_bytes = AnonHugePageBytes();  // the copied weights' pages, mostly
   if (f.json) {
     nlohmann::json j = {{"pp_tok_per_s", r.pp_tok_per_s}, {"tg_tok_per_s", r.tg_tok_per_s},
                         {"bytes_per_token", r.bytes_per_token}, {"kv_bytes_per_token", r.kv_bytes_per_token},
@@ -433,7 +435,9 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                         {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
                         {"lm_head", LmHeadFormatName(options.lm_head)}, {"kv_cache", KvCacheTypeName(options.kv_cache)},
                         {"peak_rss_bytes", r.peak_rss_bytes},
-                        {"model_file_bytes", r.model_file_bytes}};
+                        {"model_file_bytes", r.model_file_bytes},
+                        {"weights", WeightPlacementName(model->weight_placement())},
+                        {"huge_page_bytes", huge_page_bytes}};
     if (!streams.empty()) {
       j["streams"] = nlohmann::json::array();
       for (const auto& s : streams) {
@@ -499,6 +503,14 @@ void RunEngineBenchCommand(const BenchFlags& f) {
               LmHeadFormatName(options.lm_head), KvCacheTypeName(options.kv_cache), r.peak_rss_bytes / 1048576.0,
               r.model_file_bytes ? static_cast<double>(r.peak_rss_bytes) / static_cast<double>(r.model_file_bytes) : 0.0,
               r.model_file_bytes / 1048576.0);
+  std::printf("weights: %s", WeightPlacementName(model->weight_placement()));
+  if (model->weight_placement() == WeightPlacement::kCopy) {
+    std::printf(" (a private copy; anonymous memory in 2 MiB pages now: %s)",
+                huge_page_bytes < 0 ? "unknown" : fmt::format("{:.1f} MiB", huge_page_bytes / 1048576.0).c_str());
+  } else {
+    std::printf(" (in place in the file's mapping)");
+  }
+  std::printf("\n");
   if (streams.empty()) return;
   // Ratios against the first row (normally --streams 1,...): measured in this run, side by side.
   std::vector<std::vector<std::string>> srows;

@@ -71,7 +71,8 @@ echo "ok bench tables"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "kv_bytes_per_token", "depth", "read_gbps",
-                  "roofline_pct", "threads", "lm_head", "kv_cache", "model_file_bytes", "peak_rss_bytes"}, d
+                  "roofline_pct", "threads", "lm_head", "kv_cache", "model_file_bytes", "peak_rss_bytes",
+                  "weights", "huge_page_bytes"}, d
 assert d["depth"] == 0 and d["kv_bytes_per_token"] > 0  # tg's mean position is n / 2 = 2
 assert d["lm_head"] == "file" and d["kv_cache"] == "f32" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
 assert d["pp_tok_per_s"] > 0 and d["tg_tok_per_s"] > 0 and d["bytes_per_token"] > 0 and d["read_gbps"] > 0
@@ -102,6 +103,20 @@ assert b["bytes_per_token"] - b["kv_bytes_per_token"] == a["bytes_per_token"] - 
 print("ok bench --engine --kv-cache f16")
 PYEOF
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 --kv-cache q4 > /dev/null 2>&1 && fail "--kv-cache q4 accepted"
+# $TRINITY_WEIGHTS places the weights: a private copy or the file's mapping; anything else is refused.
+for placement in copy mmap; do
+  TRINITY_WEIGHTS=$placement "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 --json > "$WORK/w-$placement.json"
+done
+"$PY" - "$WORK/w-copy.json" "$WORK/w-mmap.json" <<'PYEOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert a["weights"] == "copy" and b["weights"] == "mmap", (a, b)
+assert a["bytes_per_token"] == b["bytes_per_token"] and a["tg_tok_per_s"] > 0 and b["tg_tok_per_s"] > 0
+print("ok TRINITY_WEIGHTS")
+PYEOF
+TRINITY_WEIGHTS=ram "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 > "$WORK/w-bad.txt" 2>&1 \
+  && fail "TRINITY_WEIGHTS=ram accepted"
+grep -q "TRINITY_WEIGHTS" "$WORK/w-bad.txt" || fail "TRINITY_WEIGHTS=ram: no clear error"
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 | grep -q "| tg4 @ d16 |" || fail "depth label"
 
 # --overhead: both sides generate the same tokens.

@@ -103,7 +103,11 @@ Context::Context(const Model& model, ContextOptions options)
     logits_.resize(config_.n_vocab);
     return;  // the CPU KV cache and scratch are not needed
   }
-  if (options.lm_head == LmHeadFormat::kQ8) lm_head_q8_ = &model.LmHeadQ8();
+  if (options.lm_head == LmHeadFormat::kQ8) {
+    lm_head_q8_ = &model.LmHeadQ8();
+  } else {
+    lm_head_ = &model.StreamedLmHead();
+  }
   Allocate(/*kv_cache=*/true, /*compute=*/batcher_ == nullptr);
 }
 
@@ -113,7 +117,11 @@ Context::Context(const Model& model, ContextOptions options, ComputeOnly)
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
       pool_(options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads()),
       kernels_(&KernelsFor(options)) {
-  if (options.lm_head == LmHeadFormat::kQ8) lm_head_q8_ = &model.LmHeadQ8();
+  if (options.lm_head == LmHeadFormat::kQ8) {
+    lm_head_q8_ = &model.LmHeadQ8();
+  } else {
+    lm_head_ = &model.StreamedLmHead();
+  }
   Allocate(/*kv_cache=*/false, /*compute=*/true);
 }
 
@@ -342,7 +350,7 @@ void Context::LmHead(const float* xn, float* logits) {
     }, 256);
     return;
   }
-  pool_.ParallelFor(config_.n_vocab, [&](int64_t b, int64_t e) { k.dense_gemv(model_.lm_head(), xn, logits, b, e); }, 256);
+  pool_.ParallelFor(config_.n_vocab, [&](int64_t b, int64_t e) { k.dense_gemv(*lm_head_, xn, logits, b, e); }, 256);
 }
 
 
@@ -613,7 +621,7 @@ void Context::EvalRows(const Row* rows, int64_t n) {
     return;
   }
   pool_.ParallelFor(c.n_vocab, [&](int64_t b, int64_t e) {
-    k.dense_gemm(model_.lm_head(), xnb_.data(), wide, n_head_rows, head_out_.data(), b, e);
+    k.dense_gemm(*lm_head_, xnb_.data(), wide, n_head_rows, head_out_.data(), b, e);
   }, 256);
 }
 

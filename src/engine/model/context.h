@@ -184,6 +184,7 @@ class Context {
   std::vector<int64_t> head_rows_;
   std::vector<float*> head_out_;
   const kernels::Q8View* lm_head_q8_ = nullptr;  // set when options.lm_head == kQ8
+  const kernels::DenseView* lm_head_ = nullptr;  // else: Model::StreamedLmHead()
   // Page-aligned (mmap), so every activation row (wide bytes, a multiple of 64 for the shapes we
   // run) starts on a cache line: the GEMM kernels' 64-byte activation loads split across two
   // lines otherwise (8-token GEMM 0.67 -> 0.52 ms in kernels_bench).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -35,8 +36,34 @@ std::vector<uint8_t> PackCodes(const int8_t* codes, uint64_t n) {
 
 }  // namespace
 
-std::unique_ptr<Model> Model::Load(const std::string& path) {
+const char* WeightPlacementName(WeightPlacement placement) {
+  switch (placement) {
+    case WeightPlacement::kCopy: return "copy";
+    case WeightPlacement::kMapped: return "mmap";
+    case WeightPlacement::kAuto: break;
+  }
+  return "auto";
+}
+
+namespace {
+
+WeightPlacement ResolvePlacement(WeightPlacement placement) {
+  if (placement != WeightPlacement::kAuto) return placement;
+  if (const char* env = std::getenv("TRINITY_WEIGHTS"); env != nullptr && *env != '\0') {
+    const std::string v = env;
+    if (v == "copy") return WeightPlacement::kCopy;
+    if (v == "mmap") return WeightPlacement::kMapped;
+    Fail("TRINITY_WEIGHTS is \"{}\"; expected copy or mmap", v);
+  }
+  return TransparentHugePagesAvailable() ? WeightPlacement::kCopy : WeightPlacement::kMapped;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::Load(const std::string& path, const LoadOptions& options) {
+  const WeightPlacement placement = ResolvePlacement(options.weights);
   std::unique_ptr<Model> model(new Model());
+  model->placement_ = placement;
   model->file_ = gguf::File::Open(path);
   model->LoadConfig();
   model->tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::DataFromGGUF(*model->file_));
@@ -120,8 +147,8 @@ TernaryWeight Model::LoadTernary(const std::string& name, int64_t n_in, int64_t 
   w.view.n_out = n_out;
   switch (t->type) {
     case TensorType::kI2_S:
-      w.view.codes = data;
-      w.view.scale = quant::I2SScale(data, n);
+      w.view.scale = quant::I2SScale(data, n);  // read before Place releases the pages
+      w.view.codes = Place(data, n / 4);
       break;
     case TensorType::kTQ2_0:
     case TensorType::kTQ1_0: {
@@ -178,9 +205,46 @@ TernaryWeight Model::LoadTernary(const std::string& name, int64_t n_in, int64_t 
     for (float& g : w.owned_group_scales) g *= extra;
   }
   if (!std::isfinite(w.view.scale)) Fail("{}: tensor {} has a non-finite scale", file_->path(), name);
-  if (!w.owned_codes.empty()) w.view.codes = w.owned_codes.data();
+  if (!w.owned_codes.empty()) {
+    w.view.codes = w.owned_codes.data();
+    if (placement_ == WeightPlacement::kCopy) {  // repacked codes: into the arena, the vector freed
+      uint8_t* copy = arena_.Allocate(w.owned_codes.size());
+      std::memcpy(copy, w.owned_codes.data(), w.owned_codes.size());
+      w.view.codes = copy;
+      w.owned_codes = std::vector<uint8_t>();
+    }
+  }
   if (!w.owned_group_scales.empty()) w.view.group_scales = w.owned_group_scales.data();
   return w;
+}
+
+const uint8_t* Model::Place(const uint8_t* data, uint64_t n) {
+  if (placement_ != WeightPlacement::kCopy) return data;
+  uint8_t* copy = arena_.Allocate(n);
+  std::memcpy(copy, data, n);
+  file_->ReleasePages(data, n);
+  return copy;
+}
+
+const kernels::DenseView& Model::StreamedLmHead() const {
+  std::call_once(streamed_lm_head_once_, [this] {
+    streamed_lm_head_ = lm_head_;
+    if (placement_ != WeightPlacement::kCopy) return;
+    const uint64_t bytes = lm_head_.row_bytes * static_cast<uint64_t>(lm_head_.n_rows);
+    streamed_lm_head_data_ = HugePageBuffer(bytes);
+    // In 16 MiB pieces, each piece's file pages released once copied, so that resident memory
+    // grows by the copy only (a 657 MB head copied whole first held both: 1.63x the file at
+    // peak for 2B-4T). Tied: token_embd() still points at these pages; its one row per token
+    // faults back in from the page cache.
+    constexpr uint64_t kPiece = uint64_t{16} << 20;
+    for (uint64_t at = 0; at < bytes; at += kPiece) {
+      const uint64_t n = std::min(kPiece, bytes - at);
+      std::memcpy(streamed_lm_head_data_.data() + at, lm_head_.data + at, n);
+      file_->ReleasePages(lm_head_.data + at, n);
+    }
+    streamed_lm_head_.data = streamed_lm_head_data_.data();
+  });
+  return streamed_lm_head_;
 }
 
 const float* Model::LoadNorm(const std::string& name, int64_t n) {
@@ -240,12 +304,14 @@ const kernels::Q8View& Model::LmHeadQ8() const {
   std::call_once(lm_head_q8_once_, [this] {
     const kernels::DenseView& head = lm_head_;
     const int64_t n_in = head.n_in, n_rows = head.n_rows;
-    // Rows padded to 64 bytes: every row starts on a cache line (the kernels' loads never split).
+    // Rows padded to 64 bytes: every row starts on a cache line (the kernels' loads never split);
+    // the padding holds 128, the stored zero. In 2 MiB pages where the kernel gives them (a
+    // stream read every token, as the other weights).
     const uint64_t row_bytes = (static_cast<uint64_t>(n_in) + 63) / 64 * 64;
-    lm_head_q8_data_.assign(row_bytes * static_cast<uint64_t>(n_rows) + 64, 128);
+    lm_head_q8_data_ = HugePageBuffer(row_bytes * static_cast<uint64_t>(n_rows));
     lm_head_q8_scales_.resize(static_cast<size_t>(n_rows));
     uint8_t* base = lm_head_q8_data_.data();
-    base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+    std::memset(base, 128, lm_head_q8_data_.size());
     // Chunks of rows over all cores; each chunk's source pages are released once converted.
     constexpr int64_t kChunk = 1024;
     const int64_t n_chunks = (n_rows + kChunk - 1) / kChunk;
