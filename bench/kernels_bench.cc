@@ -18,9 +18,11 @@
 #include <ctime>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/common/fp16.h"
+#include "engine/common/huge_pages.h"
 #include "engine/common/read_bandwidth.h"
 #include "engine/kernels/cpu.h"
 
@@ -28,6 +30,41 @@ namespace trinity::kernels {
 namespace {
 
 constexpr size_t kColdBytes = size_t{256} << 20;  // >> any L3 this runs on
+
+// Weight matrices live where the engine keeps them: in 2 MiB pages where the kernel has them
+// (engine/common/huge_pages.h, Model's WeightPlacement::kCopy). A 4 KiB-page copy read ~2x
+// slower end to end, which a benchmark in ordinary vectors would hide.
+template <typename T>
+struct HugePageAllocator {
+  using value_type = T;
+  HugePageAllocator() = default;
+  template <typename U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}
+  T* allocate(size_t n) {
+    // One HugePageBuffer per allocation, kept in a list until deallocate.
+    HugePageBuffer buffer(n * sizeof(T));
+    T* p = reinterpret_cast<T*>(buffer.data());
+    Buffers().emplace_back(std::move(buffer));
+    return p;
+  }
+  void deallocate(T* p, size_t) {
+    auto& all = Buffers();
+    for (auto it = all.begin(); it != all.end(); ++it) {
+      if (reinterpret_cast<T*>(it->data()) == p) {
+        all.erase(it);
+        return;
+      }
+    }
+  }
+  static std::vector<HugePageBuffer>& Buffers() {
+    static std::vector<HugePageBuffer> buffers;
+    return buffers;
+  }
+  template <typename U>
+  bool operator==(const HugePageAllocator<U>&) const { return true; }
+};
+template <typename T>
+using HugeVector = std::vector<T, HugePageAllocator<T>>;
 
 uint64_t SumWords(const uint64_t* p, size_t n) {
   uint64_t a = 0, b = 0, c = 0, d = 0;
@@ -61,7 +98,7 @@ void BM_ReadBandwidth(benchmark::State& state) {
 BENCHMARK(BM_ReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 struct TernarySet {
-  std::vector<uint8_t> codes;  // copies x (n_out x n_in/4)
+  HugeVector<uint8_t> codes;  // copies x (n_out x n_in/4)
   int64_t n_in, n_out, copies;
   TernaryView View(int64_t i) const {
     TernaryView v;
@@ -195,7 +232,7 @@ void BM_DenseGemvF16(benchmark::State& state) {
   if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
   const CpuKernels& k = GetCpuKernels(path);
   const int64_t n_in = state.range(1), n_rows = state.range(2);
-  std::vector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
+  HugeVector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
   for (size_t j = 0; j < w.size(); ++j) w[j] = Fp32ToFp16(static_cast<float>(j % 97) * 0.01f - 0.4f);
   std::vector<float> x(n_in, 0.5f), y(n_rows);
   DenseView view{TensorType::kF16, reinterpret_cast<const uint8_t*>(w.data()), n_in, n_rows, static_cast<uint64_t>(2 * n_in)};
@@ -215,7 +252,7 @@ void BM_DenseGemmF16(benchmark::State& state) {
   if (!CpuPathSupported(path)) return state.SkipWithError("path not supported here");
   const CpuKernels& k = GetCpuKernels(path);
   const int64_t n_in = state.range(1), n_rows = state.range(2), n_x = state.range(3);
-  std::vector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
+  HugeVector<uint16_t> w(static_cast<size_t>(n_in * n_rows));
   for (size_t j = 0; j < w.size(); ++j) w[j] = Fp32ToFp16(static_cast<float>(j % 97) * 0.01f - 0.4f);
   std::vector<float> x_buf(static_cast<size_t>(n_in * n_x + 32), 0.5f), y(static_cast<size_t>(n_rows * n_x));
   float* x = CacheLineStart(x_buf);
@@ -358,7 +395,7 @@ void BM_Q8Gemv(benchmark::State& state) {
   const int64_t n_in = state.range(1), n_rows = state.range(2);
   const size_t one = static_cast<size_t>(n_in * n_rows);
   const size_t copies = std::max<size_t>(1, kColdBytes / one);
-  std::vector<uint8_t> w(one * copies);
+  HugeVector<uint8_t> w(one * copies);
   std::mt19937 rng(3);
   for (size_t j = 0; j < one; ++j) w[j] = static_cast<uint8_t>(1 + rng() % 255);
   for (size_t c = 1; c < copies; ++c) std::memcpy(w.data() + c * one, w.data(), one);
