@@ -60,6 +60,28 @@ TEST(LazyBufferTest, PagesAreMappedOnFirstTouchOrPrefault) {
   EXPECT_EQ(buf.data()[63 * page_floats + 5], -2.0f);
 }
 
+// Huge pages asked for after part of the buffer was written (as the KV cache does past
+// kKvHugePagesFrom positions), and the written part collapsed into them: every value kept, the
+// rest still zero, writes after it kept too. (Whether the kernel gave huge pages is its choice;
+// the values are what must hold either way.)
+TEST(LazyBufferTest, HugePagesKeepWhatWasWritten) {
+  const size_t n = (size_t{6} << 20) / sizeof(float) + 1234;  // 6 MiB and a bit, odd
+  LazyBuffer<float> buf(n);
+  const size_t written = (size_t{3} << 20) / sizeof(float) + 77;  // ends mid huge page
+  for (size_t i = 0; i < written; ++i) buf.data()[i] = static_cast<float>(i % 1000) - 500.0f;
+  buf.AdviseHugePages();
+  buf.CollapseHugePages(0, written);
+  buf.CollapseHugePages(n - 10, 100);  // clamped at the end
+  LazyBuffer<float>().CollapseHugePages(0, 10);  // empty: nothing
+  for (size_t i = 0; i < written; ++i) ASSERT_EQ(buf.data()[i], static_cast<float>(i % 1000) - 500.0f) << i;
+  for (size_t i = written; i < n; i += 31) ASSERT_EQ(buf.data()[i], 0.0f) << i;
+  buf.data()[n - 1] = 3.0f;
+  buf.data()[written] = 4.0f;
+  EXPECT_EQ(buf.data()[n - 1], 3.0f);
+  EXPECT_EQ(buf.data()[written], 4.0f);
+  EXPECT_EQ(buf.data()[written - 1], static_cast<float>((written - 1) % 1000) - 500.0f);
+}
+
 TEST(LazyBufferTest, EmptyBufferIgnoresPrefault) {
   LazyBuffer<float> empty;
   empty.Prefault(0, 100);

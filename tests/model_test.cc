@@ -280,6 +280,9 @@ TEST(ModelTest, CopiedAndMappedWeightsAgree) {
       EXPECT_EQ(wa->view.scale, wb->view.scale);
     }
   }
+  EXPECT_NE(copied->layers()[0].attn_norm, mapped->layers()[0].attn_norm);  // norms copied too
+  EXPECT_EQ(std::memcmp(copied->layers()[0].ffn_sub_norm, mapped->layers()[0].ffn_sub_norm,
+                        static_cast<size_t>(copied->config().n_ff) * sizeof(float)), 0);
   const kernels::DenseView& head = copied->StreamedLmHead();
   EXPECT_NE(head.data, copied->lm_head().data);
   EXPECT_EQ(std::memcmp(head.data, copied->lm_head().data, head.row_bytes * head.n_rows), 0);

@@ -50,6 +50,24 @@ class LazyBuffer {
     if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
   }
 
+  // Asks for 2 MiB pages (MADV_HUGEPAGE) for the parts not yet touched: each later first touch
+  // of an aligned, still empty 2 MiB range maps one huge page (zeroed) where the kernel has
+  // transparent huge pages; ranges already holding small pages keep them. Best effort.
+  void AdviseHugePages() {
+    if (data_ != nullptr) madvise(data_, bytes(), MADV_HUGEPAGE);
+  }
+  // Turns the small pages already mapped for elements [first, first + count), and the rest of
+  // the 2 MiB ranges they lie in, into huge pages now (MADV_COLLAPSE, Linux 6.1+; a copy of
+  // those bytes). Best effort: older kernels, or no huge page free, leave them as they are.
+  void CollapseHugePages(size_t first, size_t count) {
+    if (data_ == nullptr || count == 0) return;
+    constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(data_), hi = lo + bytes();
+    const uintptr_t begin = std::max(lo, reinterpret_cast<uintptr_t>(data_ + first) & ~(kHuge - 1));
+    const uintptr_t end = std::min(hi, (reinterpret_cast<uintptr_t>(data_ + std::min(size_, first + count)) + kHuge - 1) & ~(kHuge - 1));
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, kCollapse);
+  }
+
   T* data() { return data_; }
   const T* data() const { return data_; }
   size_t size() const { return size_; }
@@ -62,6 +80,11 @@ class LazyBuffer {
     size_ = 0;
   }
 
+#ifdef MADV_COLLAPSE
+  static constexpr int kCollapse = MADV_COLLAPSE;
+#else
+  static constexpr int kCollapse = 25;  // Linux's value
+#endif
 #ifdef MADV_POPULATE_WRITE
   static constexpr int kPopulateWrite = MADV_POPULATE_WRITE;
 #else

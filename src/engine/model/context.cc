@@ -108,6 +108,7 @@ Context::Context(const Model& model, ContextOptions options)
   } else {
     lm_head_ = &model.StreamedLmHead();
   }
+  token_embd_ = config_.tied_embeddings && lm_head_ != nullptr ? lm_head_ : &model.token_embd();
   Allocate(/*kv_cache=*/true, /*compute=*/batcher_ == nullptr);
 }
 
@@ -122,6 +123,7 @@ Context::Context(const Model& model, ContextOptions options, ComputeOnly)
   } else {
     lm_head_ = &model.StreamedLmHead();
   }
+  token_embd_ = config_.tied_embeddings && lm_head_ != nullptr ? lm_head_ : &model.token_embd();
   Allocate(/*kv_cache=*/false, /*compute=*/true);
 }
 
@@ -259,6 +261,18 @@ void Context::PrefaultKv(int64_t end) {
   if (end <= kv_prefaulted_ || (k_cache_.data() == nullptr && k_half_.data() == nullptr)) return;
   const int64_t n_kv = config_.n_embd_kv();
   const int64_t to = std::min(n_ctx_, std::max(end, kv_prefaulted_ + kKvPrefaultPositions));
+  if (!kv_huge_pages_ && to >= kKvHugePagesFrom) {
+    // The positions cached so far sit in small pages: collapsed once (~160 MB copied for 2B-4T),
+    // so the whole cache, not only its later part, is read from huge pages.
+    for (auto* cache : {&k_cache_, &v_cache_}) cache->AdviseHugePages();
+    for (auto* cache : {&k_half_, &v_half_}) cache->AdviseHugePages();
+    for (int64_t il = 0; il < config_.n_layer; ++il) {
+      const size_t first = static_cast<size_t>(il * n_ctx_ * n_kv), count = static_cast<size_t>(kv_prefaulted_ * n_kv);
+      for (auto* cache : {&k_cache_, &v_cache_}) cache->CollapseHugePages(first, count);
+      for (auto* cache : {&k_half_, &v_half_}) cache->CollapseHugePages(first, count);
+    }
+    kv_huge_pages_ = true;
+  }
   for (int64_t il = 0; il < config_.n_layer; ++il) {
     const size_t first = static_cast<size_t>((il * n_ctx_ + kv_prefaulted_) * n_kv);
     const size_t count = static_cast<size_t>((to - kv_prefaulted_) * n_kv);
@@ -273,7 +287,7 @@ void Context::PrefaultKv(int64_t end) {
 void Context::EvalToken(int32_t token, int64_t pos) {
   const ModelConfig& c = config_;
   const int64_t n_kv = c.n_embd_kv();
-  kernels::DenseRow(model_.token_embd(), token, x_.data());
+  kernels::DenseRow(*token_embd_, token, x_.data());
 
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& l = model_.layers()[static_cast<size_t>(il)];
@@ -373,7 +387,7 @@ void Context::EvalRows(const Row* rows, int64_t n) {
   const int64_t half = c.n_rot / 2;
 
   for (int64_t t = 0; t < n; ++t) rows[t].seq->PrefaultKv(rows[t].pos + 1);
-  for (int64_t t = 0; t < n; ++t) kernels::DenseRow(model_.token_embd(), rows[t].token, xb_.data() + t * n_embd);
+  for (int64_t t = 0; t < n; ++t) kernels::DenseRow(*token_embd_, rows[t].token, xb_.data() + t * n_embd);
   // RoPE angles of the rows' positions, once for all layers (same double math as RopeNeox).
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t i = 0; i < half; ++i) {

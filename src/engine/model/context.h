@@ -138,6 +138,13 @@ class Context {
   // ahead of use, kKvPrefaultPositions at a time, so decode steps do not page-fault them one by one.
   void PrefaultKv(int64_t end);
   static constexpr int64_t kKvPrefaultPositions = 128;
+  // From this many positions on, the cache asks for 2 MiB pages (LazyBuffer::AdviseHugePages):
+  // decode at depth reads the whole cache every token, and from 4 KiB pages one thread read it
+  // 2.5x slower (2B-4T, depth 3072, Zen 5; bench/RESULTS.md, thirteenth session). Not from the
+  // start: a huge page per layer for K and V holds 819 positions of 2B-4T, so a short request
+  // would make 120 MB resident where it uses a few hundred KB; past 1024 positions the rounding
+  // costs at most that on top of >= 157 MB in use.
+  static constexpr int64_t kKvHugePagesFrom = 1024;
   // Position `pos` of layer il's caches = k, v (n_embd_kv floats each; rounded on an f16 cache).
   void StoreKv(int64_t il, int64_t pos, const float* k, const float* v);
   // Layer il's caches, (n_ctx, n_embd_kv) each, of the cache type in use.
@@ -163,6 +170,7 @@ class Context {
   LazyBuffer<float> k_cache_, v_cache_;
   LazyBuffer<uint16_t> k_half_, v_half_;
   int64_t kv_prefaulted_ = 0;  // positions [0, kv_prefaulted_) are mapped (PrefaultKv)
+  bool kv_huge_pages_ = false;  // AdviseHugePages done (kKvHugePagesFrom reached)
   // Scratch: x (n_embd) residual stream, xn (max(n_embd, n_ff)) normed input, q (n_embd),
   // att (n_embd), gate/up (n_ff), act_q (max(n_embd, n_ff)) int8, scores (n_threads * n_ctx);
   // the new key and value (n_embd_kv) are in kb_/vb_ below.
@@ -185,6 +193,9 @@ class Context {
   std::vector<float*> head_out_;
   const kernels::Q8View* lm_head_q8_ = nullptr;  // set when options.lm_head == kQ8
   const kernels::DenseView* lm_head_ = nullptr;  // else: Model::StreamedLmHead()
+  // Token embeddings: with tied embeddings and the streamed head, that copy (lookups from the
+  // released mapping would fault back 64 KB around each row: ~200 MB after 3072 tokens).
+  const kernels::DenseView* token_embd_ = nullptr;
   // Page-aligned (mmap), so every activation row (wide bytes, a multiple of 64 for the shapes we
   // run) starts on a cache line: the GEMM kernels' 64-byte activation loads split across two
   // lines otherwise (8-token GEMM 0.67 -> 0.52 ms in kernels_bench).

@@ -253,7 +253,16 @@ const float* Model::LoadNorm(const std::string& name, int64_t n) {
   if (t->n_elements() != static_cast<uint64_t>(n) || t->ne.size() != 1) {
     Fail("{}: tensor {} has shape {{{}}}, expected {{{}}}", file_->path(), name, fmt::join(t->ne, ", "), n);
   }
-  if (t->type == TensorType::kF32) return reinterpret_cast<const float*>(file_->TensorData(*t));
+  if (t->type == TensorType::kF32) {
+    const auto* data = reinterpret_cast<const float*>(file_->TensorData(*t));
+    if (placement_ != WeightPlacement::kCopy) return data;
+    // Copied too, so that decode reads nothing from the mapping: a norm read there maps the
+    // page-cache folio around it, up to 2 MiB each where the file sits in large folios (up to
+    // 190 MiB more resident memory measured at depth 3072 on 2B-4T).
+    const float* copy = owned_floats_.emplace_back(data, data + n).data();
+    file_->ReleasePages(reinterpret_cast<const uint8_t*>(data), static_cast<uint64_t>(n) * sizeof(float));
+    return copy;
+  }
   if (t->type != TensorType::kF16 && t->type != TensorType::kBF16) {
     Fail("{}: tensor {} has type {}; norms must be F32, F16 or BF16", file_->path(), name, Traits(t->type).name);
   }

@@ -107,7 +107,7 @@ class Model {
   kernels::DenseView lm_head_;
   const float* output_norm_ = nullptr;
   ChatFormat chat_format_ = ChatFormat::kRaw;
-  std::vector<std::vector<float>> owned_floats_;  // norms converted from F16/BF16
+  std::vector<std::vector<float>> owned_floats_;  // norms converted from F16/BF16, or copied (kCopy)
   WeightPlacement placement_ = WeightPlacement::kMapped;
   HugePageArena arena_;  // the copied ternary weights (kCopy)
   mutable std::once_flag streamed_lm_head_once_;
