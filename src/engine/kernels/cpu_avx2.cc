@@ -9,6 +9,7 @@
 
 #include "engine/common/fp16.h"
 #include "engine/kernels/cpu.h"
+#include "engine/kernels/row_streams.h"
 
 #if defined(__x86_64__)
 #pragma GCC push_options
@@ -184,13 +185,6 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // two streams gained less, the 2 KB prefetch kept for the streams no better. 2B-4T decode,
 // two threads, five alternated pairs with the heads' streams: 11.6-13.4 -> 13.8-15.8 tok/s
 // (bench/RESULTS.md, tenth session).
-template <int R, class Tile, class One>
-inline void RowStreams(int64_t row_begin, int64_t row_end, const Tile& tile, const One& one) {
-  const int64_t part = (row_end - row_begin) / R;
-  for (int64_t i = 0; i < part; ++i) tile(row_begin + i, part);  // rows i, i + part, ...
-  for (int64_t r = row_begin + R * part; r < row_end; ++r) one(r);  // the last rows (< R)
-}
-
 inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
   const __m256i three = _mm256_set1_epi8(3);
   const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
