@@ -159,9 +159,10 @@ inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
 // of copies in 2 MiB pages, median of 2000 calls, two alternated rounds (bench/RESULTS.md,
 // fourteenth session): one row at a time with broadcast 32-byte blocks (before) 30.4-30.5 GB/s,
 // four streams 40.9-41.2 (a plain read of the same bytes 40-45); two threads 55.7-57.9 -> 73.7-74.7
-// (plain read 81.5-83.9). From L2 (2560 x 256) 37.7 -> 64 GB/s: the old kernel was bound by its
+// (plain read 81.5-83.9). From L2 (2560 x 256) 38 -> 71 GB/s: the old kernel was bound by its
 // instructions, not by memory, once two cores shared the bandwidth. Four ADJACENT rows were the
-// slowest of all from memory (13 GB/s median): one-row streams, as measured on Zen 4 before.
+// slowest of all from memory (about half the one-row kernel): one-row streams, as measured on
+// Zen 4 before.
 
 // pairs x 256 activations from q (n values; a missing last block reads as zeros): for blocks j and
 // j + 1, p[256 * (j / 2) + 64 * k + 32 * h + i] = q[128 * (j + h) + 32 * k + i].
@@ -169,7 +170,8 @@ void PlaneActivations(const int8_t* q, int64_t n, int8_t* p) {
   for (int64_t c = 0; c < n; c += 256, p += 256) {
     auto load = [&](int64_t at) {
       if (c + at + 64 <= n) return _mm512_loadu_si512(q + c + at);
-      return c + at < n ? _mm512_maskz_loadu_epi8(~uint64_t{0} >> (64 - (n - c - at)), q + c + at) : _mm512_setzero_si512();
+      if (c + at >= n) return _mm512_setzero_si512();
+      return _mm512_maskz_loadu_epi8(~uint64_t{0} >> (64 - (n - c - at)), q + c + at);
     };
     const __m512i q0 = load(0), q1 = load(64), q2 = load(128), q3 = load(192);
     _mm512_storeu_si512(p, _mm512_shuffle_i64x2(q0, q2, 0x44));  // [q0 low half, q2 low half]
@@ -233,7 +235,7 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
     return;
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
-  // The rearranged activations, 64-byte aligned (split loads measured 2x slower from memory).
+  // The rearranged activations, 64-byte aligned: no activation load splits a cache line.
   thread_local std::vector<int8_t> buffer;
   buffer.resize(static_cast<size_t>((blocks + 1) / 2 * 256 + 64));
   int8_t* planes = buffer.data() + (-reinterpret_cast<uintptr_t>(buffer.data()) & 63);
@@ -252,7 +254,6 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
         store(r, dot);
       });
 }
-
 
 // Values per pass of the GEMM kernels (chunks of equal length): 8 tokens' activations stay in L1.
 constexpr int64_t kChunk = 2560;
@@ -529,9 +530,10 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 // r_step apart) and the batched head (dense_gemm, R = 4 adjacent rows x V = 3: 24 accumulators)
 // give bit-identical results: batched decode does not change any sequence's logits. The streams
 // against one row at a time, Zen 5, one thread, 2560 x 8192 slices, three alternated rounds
-// (bench/gemv_best_bench f16): mean 24.4-25.0 -> 24.3-32.6 GB/s, best 29.1-29.8 -> 33.4-40.6. Two accumulators rather than four let the batched tile
-// hold 12 pairs instead of 6: per 16 values 4 conversions + 7 loads for 12 FMAs, against 2 + 5
-// for 6 (8 vectors x 32768 rows, kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms).
+// (bench/gemv_best_bench f16): mean 24.4-25.0 -> 24.3-32.6 GB/s, best 29.1-29.8 -> 33.4-40.6.
+// Two accumulators rather than four let the batched tile hold 12 pairs instead of 6: per 16
+// values 4 conversions + 7 loads for 12 FMAs, against 2 + 5 for 6 (8 vectors x 32768 rows,
+// kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms).
 // F32 rows: one row, four accumulators (64 values per step). Float sums in another order than the
 // reference: equal to within rounding.
 template <int R, int V>
