@@ -103,12 +103,7 @@ Context::Context(const Model& model, ContextOptions options)
     logits_.resize(config_.n_vocab);
     return;  // the CPU KV cache and scratch are not needed
   }
-  if (options.lm_head == LmHeadFormat::kQ8) {
-    lm_head_q8_ = &model.LmHeadQ8();
-  } else {
-    lm_head_ = &model.StreamedLmHead();
-  }
-  token_embd_ = config_.tied_embeddings && lm_head_ != nullptr ? lm_head_ : &model.token_embd();
+  ChooseHeads(options.lm_head);
   Allocate(/*kv_cache=*/true, /*compute=*/batcher_ == nullptr);
 }
 
@@ -118,13 +113,17 @@ Context::Context(const Model& model, ContextOptions options, ComputeOnly)
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(config_.n_ctx_train, 4096)),
       pool_(options.n_threads > 0 ? options.n_threads : ThreadPool::DefaultThreads()),
       kernels_(&KernelsFor(options)) {
-  if (options.lm_head == LmHeadFormat::kQ8) {
-    lm_head_q8_ = &model.LmHeadQ8();
-  } else {
-    lm_head_ = &model.StreamedLmHead();
-  }
-  token_embd_ = config_.tied_embeddings && lm_head_ != nullptr ? lm_head_ : &model.token_embd();
+  ChooseHeads(options.lm_head);
   Allocate(/*kv_cache=*/false, /*compute=*/true);
+}
+
+void Context::ChooseHeads(LmHeadFormat lm_head) {
+  if (lm_head == LmHeadFormat::kQ8) {
+    lm_head_q8_ = &model_.LmHeadQ8();
+  } else {
+    lm_head_ = &model_.StreamedLmHead();
+  }
+  token_embd_ = config_.tied_embeddings && lm_head_ != nullptr ? lm_head_ : &model_.token_embd();
 }
 
 Context::~Context() {

@@ -124,6 +124,9 @@ class Context {
   Context(const Model& model, ContextOptions options, ComputeOnly);
 
   void Allocate(bool kv_cache, bool compute);
+  // The LM head the CPU reads (the 8-bit one, or Model::StreamedLmHead) and the token
+  // embeddings (that head's copy when tied): lm_head_q8_ or lm_head_, and token_embd_.
+  void ChooseHeads(LmHeadFormat lm_head);
   void EvalToken(int32_t token, int64_t pos);  // reference path
   // Fast path: n <= kMaxBatch tokens at positions pos .. pos+n-1. Writes every token's logits to
   // all_logits + t*n_vocab when all_logits is non-null (and the last one's to logits_); else, when

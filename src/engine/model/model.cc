@@ -234,8 +234,8 @@ const kernels::DenseView& Model::StreamedLmHead() const {
     streamed_lm_head_data_ = HugePageBuffer(bytes);
     // In 16 MiB pieces, each piece's file pages released once copied, so that resident memory
     // grows by the copy only (a 657 MB head copied whole first held both: 1.63x the file at
-    // peak for 2B-4T). Tied: token_embd() still points at these pages; its one row per token
-    // faults back in from the page cache.
+    // peak for 2B-4T). Tied: token_embd() still points at the released pages; contexts read
+    // their token rows from this copy instead (Context::token_embd_).
     constexpr uint64_t kPiece = uint64_t{16} << 20;
     for (uint64_t at = 0; at < bytes; at += kPiece) {
       const uint64_t n = std::min(kPiece, bytes - at);
