@@ -1,10 +1,12 @@
 // ThreadPool::ParallelFor: every index of [0, n) runs exactly once, in chunks that start on the
-// grain, whatever the thread count; a slow thread does not hold the others' share. The read
+// grain, whatever the thread count; a thread's run goes in chunks of halving size; a slow thread
+// does not hold the others' share. The read
 // bandwidth probe, which runs on the pool, reads every word exactly once in each pattern.
 #include "engine/common/thread_pool.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -70,6 +72,27 @@ TEST(ThreadPoolTest, ChunksGoToWhicheverThreadIsFree) {
   }
   EXPECT_EQ(1, slow_runs);
   EXPECT_EQ(n, rows);
+}
+
+// Each thread's run is cut into chunks of halving size (the last two equal), so the owner starts
+// with a long stretch and the stretches others may take over at the end are short: 1024 rows, two
+// threads, eight chunks each.
+TEST(ThreadPoolTest, ChunksHalveInSizeWithinEachThreadsRun) {
+  ThreadPool pool(2);
+  std::mutex mutex;
+  std::vector<std::pair<int64_t, int64_t>> chunks;
+  pool.ParallelFor(1024, [&](int64_t begin, int64_t end) {
+    std::lock_guard<std::mutex> lock(mutex);
+    chunks.emplace_back(begin, end);
+  });
+  std::sort(chunks.begin(), chunks.end());
+  std::vector<std::pair<int64_t, int64_t>> expected;
+  for (const int64_t run : {0, 512}) {
+    for (const auto& [b, e] : {std::pair<int64_t, int64_t>{0, 256}, {256, 384}, {384, 448}, {448, 480}, {480, 496},
+                               {496, 504}, {504, 508}, {508, 512}})
+      expected.emplace_back(run + b, run + e);
+  }
+  EXPECT_EQ(expected, chunks);
 }
 
 // MeasureReadGbps checks its own sums (0 + 1 + ... + n-1 in every pass) and returns 0 when they

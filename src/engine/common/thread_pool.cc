@@ -9,13 +9,17 @@ namespace trinity {
 
 namespace {
 
-// Chunk `index` of `parts` over [0, n), boundaries rounded to multiples of grain.
-void ChunkRange(int64_t n, int64_t grain, int parts, int index, int64_t* begin, int64_t* end) {
+// Chunk j of the m chunks of thread `share`'s run (the threads' runs: equal parts of [0, n),
+// boundaries rounded to multiples of grain). The chunks halve in size (1/2, 1/4, ..., the last two
+// equal): the owner starts with its longest (long sequential streams for the GEMVs), and the short
+// ones at its end are what a thread that is done early takes over, so the threads end close together.
+void ChunkRange(int64_t n, int64_t grain, int parts, int share, int j, int m, int64_t* begin, int64_t* end) {
   const int64_t units = (n + grain - 1) / grain;
-  const int64_t b = units * index / parts;
-  const int64_t e = units * (index + 1) / parts;
-  *begin = std::min(n, b * grain);
-  *end = std::min(n, e * grain);
+  const int64_t first = units * share / parts;
+  const int64_t len = units * (share + 1) / parts - first;
+  auto at = [&](int i) { return i >= m ? len : len - (len >> i); };
+  *begin = std::min(n, (first + at(j)) * grain);
+  *end = std::min(n, (first + at(j + 1)) * grain);
 }
 
 // Polls `done` for up to `micros`; true as soon as it holds.
@@ -67,7 +71,8 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     job_ = &fn;
     job_n_ = n;
     job_grain_ = grain;
-    // Small jobs (a few microseconds: the built-in model's) keep one chunk per thread.
+    // Small jobs (under kMinUnitsPerChunk grains per thread: the built-in model's few-microsecond
+    // ones) keep one chunk per thread.
     const int64_t units = (n + grain - 1) / grain;
     job_chunks_ = static_cast<int>(
         std::min(units, std::clamp<int64_t>(units / kMinUnitsPerChunk, parts, int64_t{parts} * kChunksPerThread)));
@@ -90,11 +95,13 @@ void ThreadPool::RunChunks(int self, const std::function<void(int64_t, int64_t)>
                            int chunks) {
   const int parts = n_threads();
   for (int k = 0; k < parts; ++k) {  // its own share first, then what is left of the others'
-    Share& share = shares_[(self + k) % parts];
+    const int s = (self + k) % parts;
+    Share& share = shares_[s];
     if (k > 0 && share.next.load(std::memory_order_relaxed) >= share.end) continue;  // nothing left: no write
+    const int first = s * chunks / parts;  // the share's chunks are [first, end)
     for (int c; (c = share.next.fetch_add(1, std::memory_order_relaxed)) < share.end;) {
       int64_t begin, end;
-      ChunkRange(n, grain, chunks, c, &begin, &end);
+      ChunkRange(n, grain, parts, s, c - first, share.end - first, &begin, &end);
       if (begin < end) fn(begin, end);
     }
   }

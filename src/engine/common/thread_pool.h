@@ -28,12 +28,13 @@ class ThreadPool {
 
   int n_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Splits [0, n) into up to kChunksPerThread contiguous chunks per thread (rounded to `grain`,
-  // at least kMinUnitsPerChunk grains each, at least one chunk per thread) and runs fn(begin,
-  // end) on each: every thread owns an equal run of chunks and takes them in order (an
-  // uncontended counter of its own), then takes what is still unclaimed of the other threads'
-  // runs (a thread slowed by anything, another process on its core included, ends up with
-  // fewer); returns when all are done. fn may run several times on one thread. Not re-entrant.
+  // Splits [0, n) into an equal run per thread and each run into up to kChunksPerThread
+  // contiguous chunks (rounded to `grain`, at least kMinUnitsPerChunk grains each, at least one
+  // chunk per thread) of halving size, and runs fn(begin, end) on each: every thread takes its own
+  // run's chunks in order, longest first (an uncontended counter of its own), then what is still
+  // unclaimed of the other threads' runs, their shortest (a thread slowed by anything, another
+  // process on its core included, ends up with fewer); returns when all are done. fn may run
+  // several times on one thread. Not re-entrant.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
   // Default thread count: the number of cores this process may run on.
@@ -50,8 +51,11 @@ class ThreadPool {
   void RunChunks(int self, const std::function<void(int64_t, int64_t)>& fn, int64_t n, int64_t grain, int chunks);
 
   static constexpr int64_t kSpinMicros = 50;
-  static constexpr int64_t kChunksPerThread = 4;
-  static constexpr int64_t kMinUnitsPerChunk = 16;
+  // Measured on the 2B-4T shape's decode (Zen 5, two threads, tokens alternated in one process):
+  // eight halving chunks per thread of at least 4 grains ran 1-2% faster than four of at least
+  // 16, which ran ~1% faster (median of 7 runs) than four equal chunks.
+  static constexpr int64_t kChunksPerThread = 8;
+  static constexpr int64_t kMinUnitsPerChunk = 4;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
