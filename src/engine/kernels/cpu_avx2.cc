@@ -185,41 +185,55 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // two streams gained less, the 2 KB prefetch kept for the streams no better. 2B-4T decode,
 // two threads, five alternated pairs with the heads' streams: 11.6-13.4 -> 13.8-15.8 tok/s
 // (bench/RESULTS.md, tenth session).
-inline __m256i GemvBlock(const uint8_t* row, const int8_t* q, int64_t j) {
-  const __m256i three = _mm256_set1_epi8(3);
-  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * j));
-  const int8_t* qj = q + 128 * j;
-  auto qv = [&](int k) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qj + 32 * k)); };
-  // Two chains of two: the adds of one block do not wait on each other.
-  __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 6), three), qv(0));
-  __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), three), qv(1));
-  a = _mm256_add_epi16(a, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 2), three), qv(2)));
-  b = _mm256_add_epi16(b, _mm256_maddubs_epi16(_mm256_and_si256(w, three), qv(3)));
-  return _mm256_add_epi16(a, b);
+// s += vpmaddubsw(c, *q) (u8 codes x s8 activations, int16 pair sums), the activations read
+// from memory by the multiply itself. Inline asm, as MaddubsAddReg below: with the intrinsics GCC 12
+// interleaved the four rows' blocks, ran out of the 16 ymm registers and kept the accumulators,
+// the ones constant and a temporary on the stack (a load and a store per row and step).
+inline __m256i MaddubsAddMem(__m256i s, __m256i c, const int8_t* q) {
+  __m256i product;
+  __asm__("vpmaddubsw %3, %2, %1\n\tvpaddw %1, %0, %0"
+          : "+x"(s), "=&x"(product)
+          : "x"(c), "m"(*reinterpret_cast<const __m256i*>(q)));
+  return s;
 }
 
-// R rows, `stride` bytes apart: out[r] = the row's integer sum.
+// R rows, `stride` bytes apart: out[r] = the row's integer sum. Each row's four blocks go into one
+// int16 sum (16 vpmaddubsw, |lane| <= 16 x 768 = 12288 even for code 3), then one vpmaddwd with
+// ones widens it into the row's int32 accumulator.
 template <int R>
 inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64_t blocks, int32_t* out) {
-  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i ones = _mm256_set1_epi16(1), three = _mm256_set1_epi8(3);
   __m256i acc[R];
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+  // Codes of values 0..31 / 32..63 / 64..95 / 96..127 of block j, added into s.
+  auto block = [&](__m256i s, const uint8_t* rr, int64_t j) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + 32 * j));
+    const int8_t* qj = q + 128 * j;
+    s = MaddubsAddMem(s, _mm256_and_si256(_mm256_srli_epi16(w, 6), three), qj);
+    s = MaddubsAddMem(s, _mm256_and_si256(_mm256_srli_epi16(w, 4), three), qj + 32);
+    s = MaddubsAddMem(s, _mm256_and_si256(_mm256_srli_epi16(w, 2), three), qj + 64);
+    return MaddubsAddMem(s, _mm256_and_si256(w, three), qj + 96);
+  };
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const uint8_t* rr = row + r * stride;
-      const __m256i s = _mm256_add_epi16(_mm256_add_epi16(GemvBlock(rr, q, j), GemvBlock(rr, q, j + 1)),
-                                         _mm256_add_epi16(GemvBlock(rr, q, j + 2), GemvBlock(rr, q, j + 3)));
+      __m256i s = block(_mm256_setzero_si256(), rr, j);
+      s = block(s, rr, j + 1);
+      s = block(s, rr, j + 2);
+      s = block(s, rr, j + 3);
       acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s, ones));
     }
   }
-  for (int r = 0; r < R; ++r) {
-    for (int64_t k = j; k < blocks; ++k) {
-      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(GemvBlock(row + r * stride, q, k), ones));
-    }
-    out[r] = HsumEpi32(acc[r]);
+  for (; j < blocks; ++j) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(block(_mm256_setzero_si256(), row + r * stride, j), ones));
   }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[r] = HsumEpi32(acc[r]);
 }
 
 void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
