@@ -1,7 +1,7 @@
 // ThreadPool::ParallelFor: every index of [0, n) runs exactly once, in chunks that start on the
 // grain, whatever the thread count; a thread's run goes in chunks of halving size; a slow thread
-// does not hold the others' share. The read
-// bandwidth probe, which runs on the pool, reads every word exactly once in each pattern.
+// does not hold the others' share. The read bandwidth probe, which runs on the pool, reads every
+// word exactly once in each pattern.
 #include "engine/common/thread_pool.h"
 
 #include <gtest/gtest.h>
