@@ -98,10 +98,7 @@ int main(int argc, char** argv) {
       std::printf("%-16s %10.2f %10.2f %9.1f %7.3fx\n", configs[i].name.c_str(), 1.0 / median, 1.0 / quartile,
                   bytes / median / 1e9, first_median / median);
     }
-  } catch (const Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // trinity::Error, std::stoi's
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }

@@ -185,21 +185,12 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // two streams gained less, the 2 KB prefetch kept for the streams no better. 2B-4T decode,
 // two threads, five alternated pairs with the heads' streams: 11.6-13.4 -> 13.8-15.8 tok/s
 // (bench/RESULTS.md, tenth session).
-// s += vpmaddubsw(c, *q) (u8 codes x s8 activations, int16 pair sums), the activations read
-// from memory by the multiply itself. Inline asm, as MaddubsAddReg below: with the intrinsics GCC 12
-// interleaved the four rows' blocks, ran out of the 16 ymm registers and kept the accumulators,
-// the ones constant and a temporary on the stack (a load and a store per row and step).
-inline __m256i MaddubsAddMem(__m256i s, __m256i c, const int8_t* q) {
-  __m256i product;
-  __asm__("vpmaddubsw %3, %2, %1\n\tvpaddw %1, %0, %0"
-          : "+x"(s), "=&x"(product)
-          : "x"(c), "m"(*reinterpret_cast<const __m256i*>(q)));
-  return s;
-}
-
 // R rows, `stride` bytes apart: out[r] = the row's integer sum. Each row's four blocks go into one
 // int16 sum (16 vpmaddubsw, |lane| <= 16 x 768 = 12288 even for code 3), then one vpmaddwd with
-// ones widens it into the row's int32 accumulator.
+// ones widens it into the row's int32 accumulator. MaddubsAdd (inline asm, the activations as the
+// multiply's memory operand): with the intrinsics GCC 12 interleaved the four rows' blocks, ran
+// out of the 16 ymm registers and kept the accumulators, the ones constant and a temporary on the
+// stack (a load and a store per row and step).
 template <int R>
 inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64_t blocks, int32_t* out) {
   const __m256i ones = _mm256_set1_epi16(1), three = _mm256_set1_epi8(3);
@@ -210,10 +201,10 @@ inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64
   auto block = [&](__m256i s, const uint8_t* rr, int64_t j) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rr + 32 * j));
     const int8_t* qj = q + 128 * j;
-    s = MaddubsAddMem(s, _mm256_and_si256(_mm256_srli_epi16(w, 6), three), qj);
-    s = MaddubsAddMem(s, _mm256_and_si256(_mm256_srli_epi16(w, 4), three), qj + 32);
-    s = MaddubsAddMem(s, _mm256_and_si256(_mm256_srli_epi16(w, 2), three), qj + 64);
-    return MaddubsAddMem(s, _mm256_and_si256(w, three), qj + 96);
+    s = MaddubsAdd(s, _mm256_and_si256(_mm256_srli_epi16(w, 6), three), qj);
+    s = MaddubsAdd(s, _mm256_and_si256(_mm256_srli_epi16(w, 4), three), qj + 32);
+    s = MaddubsAdd(s, _mm256_and_si256(_mm256_srli_epi16(w, 2), three), qj + 64);
+    return MaddubsAdd(s, _mm256_and_si256(w, three), qj + 96);
   };
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
