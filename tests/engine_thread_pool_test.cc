@@ -1,6 +1,6 @@
 // ThreadPool::ParallelFor: every index of [0, n) runs exactly once, in chunks that start on the
-// grain, whatever the thread count; a thread's run goes in chunks of halving size; a slow thread
-// does not hold the others' share. The read bandwidth probe, which runs on the pool, reads every
+// grain, whatever the thread count, also after threads have gone to sleep; a thread's run goes in
+// chunks of halving size; a slow thread does not hold the others' share. The read bandwidth probe, which runs on the pool, reads every
 // word exactly once in each pattern.
 #include "engine/common/thread_pool.h"
 
@@ -93,6 +93,26 @@ TEST(ThreadPoolTest, ChunksHalveInSizeWithinEachThreadsRun) {
       expected.emplace_back(run + b, run + e);
   }
   EXPECT_EQ(expected, chunks);
+}
+
+// Threads that went to sleep are woken: workers idle longer than their polling (a pause between
+// jobs) and a caller whose workers outlast its polling (a slow chunk), many times over, each job
+// still covering every index once. A lost wake-up would hang here (ctest's timeout).
+TEST(ThreadPoolTest, SleepingThreadsWakeForEveryJob) {
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    for (int round = 0; round < 60; ++round) {
+      const bool pause = round % 3 == 0, slow = round % 3 == 1;
+      if (pause) std::this_thread::sleep_for(std::chrono::microseconds(500));
+      const int64_t n = 64;
+      std::vector<std::atomic<int>> hits(n);
+      pool.ParallelFor(n, [&](int64_t begin, int64_t end) {
+        if (slow && begin == n - 1) std::this_thread::sleep_for(std::chrono::microseconds(500));
+        for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(1, hits[static_cast<size_t>(i)].load()) << "round " << round << " i=" << i;
+    }
+  }
 }
 
 // MeasureReadGbps checks its own sums (0 + 1 + ... + n-1 in every pass) and returns 0 when they

@@ -44,9 +44,9 @@ ThreadPool::ThreadPool(int n_threads) : shares_(std::make_unique<Share[]>(static
 }
 
 ThreadPool::~ThreadPool() {
+  stop_.store(true);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    std::lock_guard<std::mutex> lock(mutex_);  // a worker between its check and its wait holds it
   }
   work_cv_.notify_all();
   for (auto& worker : workers_) worker.join();
@@ -66,28 +66,31 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     fn(0, n);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    job_n_ = n;
-    job_grain_ = grain;
-    // Small jobs (under kMinUnitsPerChunk grains per thread: the built-in model's few-microsecond
-    // ones) keep one chunk per thread.
-    const int64_t units = (n + grain - 1) / grain;
-    job_chunks_ = static_cast<int>(
-        std::min(units, std::clamp<int64_t>(units / kMinUnitsPerChunk, parts, int64_t{parts} * kChunksPerThread)));
-    for (int i = 0; i < parts; ++i) {  // thread i owns chunks [i * chunks / parts, (i + 1) * chunks / parts)
-      shares_[i].next.store(i * job_chunks_ / parts, std::memory_order_relaxed);
-      shares_[i].end = (i + 1) * job_chunks_ / parts;
-    }
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+  job_ = &fn;
+  job_n_ = n;
+  job_grain_ = grain;
+  // Small jobs (under kMinUnitsPerChunk grains per thread: the built-in model's few-microsecond
+  // ones) keep one chunk per thread.
+  const int64_t units = (n + grain - 1) / grain;
+  job_chunks_ = static_cast<int>(
+      std::min(units, std::clamp<int64_t>(units / kMinUnitsPerChunk, parts, int64_t{parts} * kChunksPerThread)));
+  for (int i = 0; i < parts; ++i) {  // thread i owns chunks [i * chunks / parts, (i + 1) * chunks / parts)
+    shares_[i].next.store(i * job_chunks_ / parts, std::memory_order_relaxed);
+    shares_[i].end = (i + 1) * job_chunks_ / parts;
   }
-  work_cv_.notify_all();
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: publishes the job, and is ordered before the load of sleepers_
+  if (sleepers_.load() > 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    work_cv_.notify_all();
+  }
   RunChunks(0, fn, n, grain, job_chunks_);
-  SpinFor(kSpinMicros, [this] { return pending_.load(std::memory_order_acquire) == 0; });
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  if (!SpinFor(kSpinMicros, [this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_sleeping_.store(true);
+    done_cv_.wait(lock, [this] { return pending_.load() == 0; });  // seq_cst, after the store
+    caller_sleeping_.store(false, std::memory_order_relaxed);
+  }
   job_ = nullptr;
 }
 
@@ -109,25 +112,21 @@ void ThreadPool::RunChunks(int self, const std::function<void(int64_t, int64_t)>
 
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
+  auto woken = [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_acquire) != seen; };
   for (;;) {
-    const std::function<void(int64_t, int64_t)>* job;
-    int64_t n, grain;
-    int chunks;
-    SpinFor(kSpinMicros, [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_acquire) != seen; });
-    {
+    if (!SpinFor(kSpinMicros, woken)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
-      grain = job_grain_;
-      chunks = job_chunks_;
+      sleepers_.fetch_add(1);  // seq_cst: ordered before the loads of stop_ and generation_ below
+      work_cv_.wait(lock, [this, &seen] { return stop_.load() || generation_.load() != seen; });
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    RunChunks(index, *job, n, grain, chunks);
-    {
+    if (stop_.load(std::memory_order_relaxed)) return;
+    seen = generation_.load(std::memory_order_acquire);
+    RunChunks(index, *job_, job_n_, job_grain_, job_chunks_);
+    // The last access to the job: once pending_ reaches 0 the caller may return and publish the next.
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {  // seq_cst, as the caller's store and load
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
   }
 }

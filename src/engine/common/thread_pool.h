@@ -5,6 +5,12 @@
 // for kSpinMicros: a forward pass is a chain of short jobs (several per layer), and waking a
 // sleeping thread costs tens of microseconds here, more than a small model's whole job. The
 // calling thread takes part in every job.
+//
+// Handing a job over takes no lock while the threads poll: the caller writes the job, then bumps
+// generation_; a worker that sees the new generation reads the job and, when done, counts pending_
+// down. The mutex and condition variables serve only threads that have gone to sleep, and are
+// touched only when one has (sleepers_, caller_sleeping_): a 2B-4T token is ~150 jobs, and each
+// lock that moves between the cores costs a cache-line round trip.
 #pragma once
 
 #include <atomic>
@@ -58,18 +64,24 @@ class ThreadPool {
   static constexpr int64_t kMinUnitsPerChunk = 4;
 
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
+  std::unique_ptr<Share[]> shares_;  // one per thread, the caller's first
+  // The job, in one cache line with generation_: written by the caller before it bumps
+  // generation_ (release), read by a worker after it sees the new value (acquire).
+  alignas(64) std::atomic<uint64_t> generation_{0};
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
   int job_chunks_ = 0;
-  std::unique_ptr<Share[]> shares_;  // one per thread, the caller's first
-  // Written under mutex_; atomic so that the spinning phases can read them without it.
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  alignas(64) std::atomic<int> pending_{0};  // workers still on the current job
+  // Sleeping. A thread about to sleep announces it (seq_cst) and then re-checks its condition
+  // under mutex_; the thread that changes the condition does so (seq_cst) and then looks for the
+  // announcement: one of the two always sees the other, so no wake-up is lost.
+  alignas(64) std::atomic<int> sleepers_{0};      // workers asleep on work_cv_
+  std::atomic<bool> caller_sleeping_{false};      // the caller asleep on done_cv_
+  std::mutex mutex_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
 };
 
 }  // namespace trinity
