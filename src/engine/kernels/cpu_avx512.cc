@@ -162,7 +162,9 @@ inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
 // (plain read 81.5-83.9). From L2 (2560 x 256) 38 -> 71 GB/s: the old kernel was bound by its
 // instructions, not by memory, once two cores shared the bandwidth. Four ADJACENT rows were the
 // slowest of all from memory (about half the one-row kernel): one-row streams, as measured on
-// Zen 4 before.
+// Zen 4 before. Each stream prefetched 2 KB ahead (row_streams.h): 2B-4T decode, two threads,
+// tokens alternated in one process, the F16 head's streams prefetched in both, 42.9 -> 46.4 tok/s
+// (1 KB 45.7, 3 KB 47.3, 4 KB 45.4).
 
 // pairs x 256 activations from q (n values; a missing last block reads as zeros): for blocks j and
 // j + 1, p[256 * (j / 2) + 64 * k + 32 * h + i] = q[128 * (j + h) + 32 * k + i].
@@ -197,6 +199,7 @@ inline void GemvTile(const uint8_t* row0, uint64_t stride, const int8_t* p, int6
     const int8_t* pj = p + 128 * j;
     const __m512i p0 = _mm512_loadu_si512(pj), p1 = _mm512_loadu_si512(pj + 64);
     const __m512i p2 = _mm512_loadu_si512(pj + 128), p3 = _mm512_loadu_si512(pj + 192);
+    PrefetchStreams<R>(row0 + 32 * j, stride);
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const __m512i w = _mm512_loadu_si512(row0 + i * stride + 32 * j);
@@ -531,6 +534,9 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 // give bit-identical results: batched decode does not change any sequence's logits. The streams
 // against one row at a time, Zen 5, one thread, 2560 x 8192 slices, three alternated rounds
 // (bench/gemv_best_bench f16): mean 24.4-25.0 -> 24.3-32.6 GB/s, best 29.1-29.8 -> 33.4-40.6.
+// The GEMV's streams prefetched ahead (row_streams.h), the whole 2B-4T head in a pool, calls
+// alternated: two threads, median 54.7 -> 61.2 GB/s (1.5 KB ahead 64.3, 3 KB 55.8); one thread
+// 23.9 -> 28.3 (1.5 KB 29.9).
 // Two accumulators rather than four let the batched tile hold 12 pairs instead of 6: per 16
 // values 4 conversions + 7 loads for 12 FMAs, against 2 + 5 for 6 (8 vectors x 32768 rows,
 // kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms).
@@ -556,6 +562,7 @@ inline void DenseRowsDotsF16(const uint16_t* row0, uint64_t row_stride, const fl
   constexpr __mmask16 kAll = 0xffff;
   int64_t c = 0;
   for (; c + 32 <= n; c += 32) {
+    if constexpr (V == 1) PrefetchStreams<R>(row0 + c, 2 * row_stride);  // the batched head reads blocks from L2
     step(c, 0, kAll);
     step(c + 16, 1, kAll);
   }
@@ -644,8 +651,8 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
 // ---- 8-bit GEMV (optional quantised LM head) --------------------------------------------------------
 // Reference: y[r] = (sum_c (b[r,c] - 128) * q[c]) * scales[r] / act_scale, integer sum. The stored
 // bytes b are the unsigned operand of vpdpbusd as they are: sum(b*q) - 128*sum(q) is the dot. One
-// load + one vpdpbusd per 64 weight bytes, four accumulators; one row at a time (one sequential
-// stream, as the other GEMVs), software prefetch ahead. Lane bound: n_in/64 steps x 4 x 255 x 128 < 2^31 up to n_in ~ 4M.
+// load + one vpdpbusd per 64 weight bytes, two accumulators per row; four row streams, each
+// prefetched ahead (row_streams.h). Lane bound: n_in/64 steps x 4 x 255 x 128 < 2^31 up to n_in ~ 4M.
 // Rows row0 + i * stride (i < R): out[i] = the row's integer dot with q (n values).
 template <int R>
 inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_t n, int32_t* out) {
@@ -653,15 +660,12 @@ inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
   int64_t c = 0;
   for (; c + 128 <= n; c += 128) {
-    // The loop is so light that the hardware prefetcher alone falls behind (one row stream:
-    // measured ~21 GB/s against ~27 with this): each stream prefetched 4 KB ahead (past a row's
-    // end is the next row of its stream; past the range's end it only wastes a few lines).
     const __m512i q0 = _mm512_loadu_si512(q + c), q1 = _mm512_loadu_si512(q + c + 64);
+    PrefetchStreams<R>(row0 + c, stride);
+    PrefetchStreams<R>(row0 + c + 64, stride);
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const uint8_t* row = row0 + i * stride + c;
-      _mm_prefetch(reinterpret_cast<const char*>(row + 4096), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(row + 4096 + 64), _MM_HINT_T0);
       acc[i][0] = Dpbusd(acc[i][0], _mm512_loadu_si512(row), q0);
       acc[i][1] = Dpbusd(acc[i][1], _mm512_loadu_si512(row + 64), q1);
     }
@@ -679,6 +683,8 @@ inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_
 // Four row streams (row_streams.h), as the ternary GEMV and the F16 head: Zen 5, one thread,
 // 2560 x 8192 slices, three alternated rounds (bench/gemv_best_bench q8): one row at a time with
 // the 4 KB prefetch mean 24.1-24.7 GB/s, four streams 30.7-31.9; without the prefetch 20.1-22.4.
+// With four streams 2 KB ahead beat 4 KB: 2B-4T decode with this head, two threads, tokens
+// alternated in one process, 56.2 -> 58.9 tok/s (1 KB 59.3, 3 KB 57.7).
 void Q8Gemv(const Q8View& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
             int64_t row_end) {
   const int32_t offset = 128 * q_sum;
