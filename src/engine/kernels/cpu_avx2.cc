@@ -185,6 +185,10 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // two streams gained less, the 2 KB prefetch kept for the streams no better. 2B-4T decode,
 // two threads, five alternated pairs with the heads' streams: 11.6-13.4 -> 13.8-15.8 tok/s
 // (bench/RESULTS.md, tenth session).
+// Since the sixteenth session every GEMV here prefetches its streams 2 KB ahead
+// (PrefetchStreams, row_streams.h), as the AVX-512 kernels: this path forced on the Zen 5, 2B-4T
+// decode, tokens alternated in one process, two threads +2.4-4.1% (8-bit head +4.0%), one thread
+// +5%. Not remeasured on the Zen 3, where the one-thread GEMV alone had shown no gain.
 // R rows, `stride` bytes apart: out[r] = the row's integer sum. Each row's four blocks go into one
 // int16 sum (16 vpmaddubsw, |lane| <= 16 x 768 = 12288 even for code 3), then one vpmaddwd with
 // ones widens it into the row's int32 accumulator. MaddubsAdd (inline asm, the activations as the
@@ -208,6 +212,8 @@ inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64
   };
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
+    PrefetchStreams<R>(row + 32 * j, stride);
+    PrefetchStreams<R>(row + 32 * j + 64, stride);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const uint8_t* rr = row + r * stride;
@@ -582,6 +588,7 @@ inline void DenseTile(const uint8_t* w0, uint64_t row_stride, const float* x, in
   };
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
+    if (!kF16 || c % 32 == 0) PrefetchStreams<R>(w0 + (kF16 ? 2 : 4) * c, row_stride);  // once per 64 bytes
     half(c, acc0);
     half(c + 8, acc1);
   }
@@ -729,6 +736,7 @@ inline void Q8Rows(const uint8_t* w0, uint64_t row_stride, const int8_t* q, int6
   for (; c + 32 <= n; c += 32) {
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
     const __m256i qa = _mm256_abs_epi8(qv);
+    if (c % 64 == 0) PrefetchStreams<R>(w0 + c, row_stride);  // once per 64 bytes
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256i wv = _mm256_xor_si256(
