@@ -85,10 +85,13 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     work_cv_.notify_all();
   }
   RunChunks(0, fn, n, grain, job_chunks_);
-  if (!SpinFor(kSpinMicros, [this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+  // seq_cst loads (plain loads on x86-64, ldar on AArch64, as acquire ones): the same check serves
+  // the polling and, after the announcement, the sleep.
+  auto done = [this] { return pending_.load() == 0; };
+  if (!SpinFor(kSpinMicros, done)) {
     std::unique_lock<std::mutex> lock(mutex_);
     caller_sleeping_.store(true);
-    done_cv_.wait(lock, [this] { return pending_.load() == 0; });  // seq_cst, after the store
+    done_cv_.wait(lock, done);
     caller_sleeping_.store(false, std::memory_order_relaxed);
   }
   job_ = nullptr;
@@ -112,12 +115,12 @@ void ThreadPool::RunChunks(int self, const std::function<void(int64_t, int64_t)>
 
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
-  auto woken = [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_acquire) != seen; };
+  auto woken = [&] { return stop_.load() || generation_.load() != seen; };  // seq_cst, as `done` above
   for (;;) {
     if (!SpinFor(kSpinMicros, woken)) {
       std::unique_lock<std::mutex> lock(mutex_);
       sleepers_.fetch_add(1);  // seq_cst: ordered before the loads of stop_ and generation_ below
-      work_cv_.wait(lock, [this, &seen] { return stop_.load() || generation_.load() != seen; });
+      work_cv_.wait(lock, woken);
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
     if (stop_.load(std::memory_order_relaxed)) return;
