@@ -125,5 +125,20 @@ TEST(ReadBandwidthTest, EveryPatternReadsEveryWordOnce) {
   }
 }
 
+// ReadProbe, one pass at a time on a caller's pool: every pattern sums every word once (its
+// check passes), in ordinary and in huge-page-advised buffers.
+TEST(ReadBandwidthTest, ProbePassesReadEveryWordOnce) {
+  for (const int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (const bool huge : {false, true}) {
+      ReadProbe probe(pool, ((int64_t{1} << 17) + 13) * 8, huge);
+      EXPECT_EQ(probe.bytes(), ((int64_t{1} << 17) + 13) * 8);
+      for (int pattern = 0; pattern < ReadProbe::kPatterns; ++pattern) {
+        EXPECT_GT(probe.Pass(pattern), 0.0) << threads << " threads, pattern " << pattern << (huge ? ", huge" : "");
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace trinity

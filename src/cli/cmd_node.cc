@@ -184,6 +184,7 @@ struct BenchFlags {
   int64_t n_prompt = 512, n_gen = 128, depth = 0;
   int repetitions = 1;
   int64_t bandwidth_mib = 512;
+  bool no_alternate = false;
   std::vector<int> streams;  // aggregate decode of N concurrent streams (continuous batching)
   int n_seq = 0;  // --batch: batched decode of this many sequences (GPU)
   std::string lm_head = "file";
@@ -418,6 +419,7 @@ void RunEngineBenchCommand(const BenchFlags& f) {
   options.threads = f.threads;
   options.repetitions = f.repetitions;
   options.bandwidth_bytes = f.bandwidth_mib << 20;
+  options.alternate = !f.no_alternate;
   options.device = ParseDevice(f.device);
   options.n_seq = f.n_seq;
   options.lm_head = ParseLmHeadFormat(f.lm_head);
@@ -433,6 +435,9 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                         {"bytes_per_token", r.bytes_per_token}, {"kv_bytes_per_token", r.kv_bytes_per_token},
                         {"depth", f.depth}, {"read_gbps", r.read_gbps},
                         {"roofline_pct", r.roofline_pct}, {"threads", r.threads},
+                        {"tg_alternated_tok_per_s", r.tg_alternated_tok_per_s},
+                        {"read_alternated_gbps", r.read_alternated_gbps},
+                        {"roofline_alternated_pct", r.roofline_alternated_pct},
                         {"lm_head", LmHeadFormatName(options.lm_head)}, {"kv_cache", KvCacheTypeName(options.kv_cache)},
                         {"peak_rss_bytes", r.peak_rss_bytes},
                         {"model_file_bytes", r.model_file_bytes},
@@ -498,6 +503,12 @@ void RunEngineBenchCommand(const BenchFlags& f) {
     std::printf("memory read bandwidth: %.2f GB/s (%d threads, %lld MiB buffer)\n", r.read_gbps, r.threads,
                 static_cast<long long>(f.bandwidth_mib));
     std::printf("roofline: %.1f tok/s; tg reaches %.1f%% of it\n", ceiling, r.roofline_pct);
+    if (r.read_alternated_gbps > 0.0) {
+      std::printf("alternated (a probe pass after each of %lld tg tokens): tg %.2f tok/s, read bandwidth %.2f GB/s; "
+                  "tg reaches %.1f%% of the roofline\n",
+                  static_cast<long long>(f.n_gen), r.tg_alternated_tok_per_s, r.read_alternated_gbps,
+                  r.roofline_alternated_pct);
+    }
   }
   std::printf("LM head: %s | KV cache: %s | peak resident memory: %.1f MiB = %.2f x the model file (%.1f MiB)\n",
               LmHeadFormatName(options.lm_head), KvCacheTypeName(options.kv_cache), r.peak_rss_bytes / 1048576.0,
@@ -609,6 +620,8 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("--lm-head", f->lm_head, "--engine: " "LM head weights: file (the model's own, default) or q8 (8-bit copy made at load: faster, changes logits slightly)");
   cmd->add_option("-r,--repetitions", f->repetitions, "--engine: repetitions averaged")->capture_default_str();
   cmd->add_option("--bw-mib", f->bandwidth_mib, "--engine: bandwidth-benchmark buffer (MiB)")->capture_default_str();
+  cmd->add_flag("--no-alternate", f->no_alternate,
+                "--engine on the CPU: skip the alternated roofline (tg again, a bandwidth-probe pass after every token)");
   cmd->add_option("--streams", f->streams, "--engine: also decode N streams at once, e.g. 1,8 (continuous batching)")
       ->delimiter(',')
       ->check(CLI::Range(1, 64));

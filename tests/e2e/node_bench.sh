@@ -72,15 +72,26 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "kv_bytes_per_token", "depth", "read_gbps",
                   "roofline_pct", "threads", "lm_head", "kv_cache", "model_file_bytes", "peak_rss_bytes",
-                  "weights", "huge_page_bytes"}, d
+                  "weights", "huge_page_bytes", "tg_alternated_tok_per_s", "read_alternated_gbps",
+                  "roofline_alternated_pct"}, d
 assert d["depth"] == 0 and d["kv_bytes_per_token"] > 0  # tg's mean position is n / 2 = 2
 assert d["lm_head"] == "file" and d["kv_cache"] == "f32" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
 assert d["pp_tok_per_s"] > 0 and d["tg_tok_per_s"] > 0 and d["bytes_per_token"] > 0 and d["read_gbps"] > 0
 assert abs(d["roofline_pct"] - d["tg_tok_per_s"] * d["bytes_per_token"] / (d["read_gbps"] * 1e9) * 100) < 1e-6
+assert d["tg_alternated_tok_per_s"] > 0 and d["read_alternated_gbps"] > 0
+assert abs(d["roofline_alternated_pct"]
+           - d["tg_alternated_tok_per_s"] * d["bytes_per_token"] / (d["read_alternated_gbps"] * 1e9) * 100) < 1e-6
 assert d["threads"] == 2
 print("ok bench --engine --json")
 PYEOF
-"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 | grep -q "| tg4 |" || fail "engine table"
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 > "$WORK/engine.txt"
+grep -q "| tg4 |" "$WORK/engine.txt" || fail "engine table"
+grep -q "^alternated (a probe pass after each of 4 tg tokens): tg .* of the roofline$" "$WORK/engine.txt" \
+  || fail "alternated roofline line"
+# --no-alternate: no second tg run, its figures 0.
+"$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 --no-alternate --json \
+  | "$PY" -c 'import json, sys; d = json.load(sys.stdin); assert d["roofline_alternated_pct"] == 0 == d["tg_alternated_tok_per_s"], d' \
+  || fail "--no-alternate"
 # --depth: the tests run after that many cached tokens, whose keys and values count as read bytes.
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -d 16 -t 2 --bw-mib 64 --json > "$WORK/depth16.json"
 "$PY" - "$WORK/engine.json" "$WORK/depth16.json" <<'PYEOF'

@@ -40,59 +40,79 @@ uint64_t SumRange(const uint64_t* p, int64_t n) {
   return total;
 }
 
+constexpr int64_t kGrain = 4096;  // words: 32 KiB
+using Sum = uint64_t (*)(const uint64_t*, int64_t);
+constexpr Sum kSums[] = {SumRange<1>, SumRange<2>, SumRange<4>};
+static_assert(std::size(kSums) == ReadProbe::kPatterns);
+
 }  // namespace
+
+ReadProbe::ReadProbe(ThreadPool& pool, int64_t bytes, bool in_huge_pages)
+    : pool_(pool), n_words_(std::max<int64_t>(bytes / 8, 1 << 16)) {
+  if (in_huge_pages) {
+    huge_ = HugePageBuffer(static_cast<size_t>(n_words_) * 8);
+    words_ = reinterpret_cast<uint64_t*>(huge_.data());
+  } else {
+    plain_.reset(new uint64_t[static_cast<size_t>(n_words_)]);
+    words_ = plain_.get();
+  }
+  // First touch from the threads that will read (pages land near them); also the warm-up.
+  pool_.ParallelFor(
+      n_words_, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) words_[i] = static_cast<uint64_t>(i);
+      },
+      kGrain);
+}
+
+ReadProbe::~ReadProbe() = default;
+
+double ReadProbe::Pass(int pattern) {
+  const Sum sum = kSums[pattern];
+  std::atomic<uint64_t> sink{0};
+  const auto start = std::chrono::steady_clock::now();
+  pool_.ParallelFor(
+      n_words_, [&](int64_t begin, int64_t end) { sink.fetch_add(sum(words_ + begin, end - begin), std::memory_order_relaxed); },
+      kGrain);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto n = static_cast<uint64_t>(n_words_);
+  const uint64_t expected = n % 2 == 0 ? n / 2 * (n - 1) : (n - 1) / 2 * n;  // 0 + 1 + ... + (n - 1)
+  return sink.load() == expected ? s : 0.0;
+}
 
 double MeasureReadGbps(int threads, int64_t bytes) {
   if (threads <= 0) threads = ThreadPool::DefaultThreads();
-  const int64_t n_words = std::max<int64_t>(bytes / 8, 1 << 16);
   ThreadPool pool(threads);
-  constexpr int64_t kGrain = 4096;  // words: 32 KiB
-  using Sum = uint64_t (*)(const uint64_t*, int64_t);
-  constexpr Sum kPatterns[] = {SumRange<1>, SumRange<2>, SumRange<4>};
   constexpr int kRounds = 3;
-  const auto n = static_cast<uint64_t>(n_words);
-  const uint64_t expected = n % 2 == 0 ? n / 2 * (n - 1) : (n - 1) / 2 * n;  // 0 + 1 + ... + (n - 1)
-  // The best pass over one buffer, in seconds; 0 if the sums are wrong.
-  auto best_pass = [&](uint64_t* buffer) {
-    // First touch from the threads that will read (pages land near them); also the warm-up.
-    pool.ParallelFor(
-        n_words, [&](int64_t begin, int64_t end) {
-          for (int64_t i = begin; i < end; ++i) buffer[i] = static_cast<uint64_t>(i);
-        },
-        kGrain);
-    std::atomic<uint64_t> sink{0};
+  // The best pass over one buffer, in seconds; 0 if a sum is wrong. The patterns take turns, so
+  // that a busy moment on a shared machine costs no pattern all its passes.
+  auto best_pass = [&](ReadProbe& probe) {
     double best_s = 0.0;
-    // The patterns take turns, so that a busy moment on a shared machine costs no pattern all its passes.
     for (int round = 0; round < kRounds; ++round) {
-      for (const Sum sum : kPatterns) {
-        const auto start = std::chrono::steady_clock::now();
-        pool.ParallelFor(
-            n_words, [&](int64_t begin, int64_t end) {
-              sink.fetch_add(sum(buffer + begin, end - begin), std::memory_order_relaxed);
-            },
-            kGrain);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      for (int pattern = 0; pattern < ReadProbe::kPatterns; ++pattern) {
+        const double s = probe.Pass(pattern);
+        if (s == 0.0) return 0.0;
         if (best_s == 0.0 || s < best_s) best_s = s;
       }
     }
-    // The sums are checked, so the compiler cannot drop the reads.
-    return sink.load() == expected * kRounds * std::size(kPatterns) ? best_s : 0.0;
+    return best_s;
   };
   // Ordinary pages, then 2 MiB ones (where the kernel has them: the weights' pages, see
   // huge_pages.h), one buffer at a time; the faster is the memory's rate.
   double best_s = 0.0;
+  int64_t probe_bytes = 0;
   {
-    std::unique_ptr<uint64_t[]> buffer(new uint64_t[static_cast<size_t>(n_words)]);
-    best_s = best_pass(buffer.get());
+    ReadProbe probe(pool, bytes, /*in_huge_pages=*/false);
+    probe_bytes = probe.bytes();
+    best_s = best_pass(probe);
     if (best_s == 0.0) return 0.0;
   }
   if (TransparentHugePagesAvailable()) {
-    HugePageBuffer buffer(static_cast<size_t>(n_words) * 8);
-    const double s = best_pass(reinterpret_cast<uint64_t*>(buffer.data()));
+    ReadProbe probe(pool, bytes, /*in_huge_pages=*/true);
+    const double s = best_pass(probe);
     if (s == 0.0) return 0.0;
     best_s = std::min(best_s, s);
   }
-  return static_cast<double>(n_words) * 8.0 / best_s / 1e9;
+  return static_cast<double>(probe_bytes) / best_s / 1e9;
 }
 
 }  // namespace trinity
