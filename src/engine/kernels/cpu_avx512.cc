@@ -183,9 +183,16 @@ void PlaneActivations(const int8_t* q, int64_t n, int8_t* p) {
   }
 }
 
+// A row's four plane accumulators (scaled by 64 | 16 | 4 | 1) as one vector of its integer sums.
+inline __m512i PlaneSum(const __m512i (&a)[4]) {
+  return _mm512_add_epi32(_mm512_add_epi32(_mm512_srai_epi32(a[0], 6), _mm512_srai_epi32(a[1], 4)),
+                          _mm512_add_epi32(_mm512_srai_epi32(a[2], 2), a[3]));
+}
+
 // Rows row0 + i * stride (i < R): out[i] = the row's integer sum over `blocks` blocks.
 template <int R>
-inline void GemvTile(const uint8_t* row0, uint64_t stride, const int8_t* p, int64_t blocks, int32_t* out) {
+__attribute__((always_inline)) inline void GemvTile(const uint8_t* row0, uint64_t stride, const int8_t* p, int64_t blocks,
+                                                    int32_t* out) {
   const __m512i m0 = _mm512_set1_epi8(static_cast<char>(0xC0)), m1 = _mm512_set1_epi8(0x30);
   const __m512i m2 = _mm512_set1_epi8(0x0C), m3 = _mm512_set1_epi8(0x03);
   __m512i acc[R][4];
@@ -223,12 +230,13 @@ inline void GemvTile(const uint8_t* row0, uint64_t stride, const int8_t* p, int6
       acc[i][3] = Dpbusd(acc[i][3], _mm512_and_si512(w, m3), p3);
     }
   }
-  auto row_sum = [](__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
-    return _mm512_add_epi32(_mm512_add_epi32(_mm512_srai_epi32(a0, 6), _mm512_srai_epi32(a1, 4)),
-                            _mm512_add_epi32(_mm512_srai_epi32(a2, 2), a3));
-  };
+  if constexpr (R == 4) {  // the four rows' lanes summed together
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                     Hsum4(PlaneSum(acc[0]), PlaneSum(acc[1]), PlaneSum(acc[2]), PlaneSum(acc[3])));
+  } else {
 #pragma GCC unroll 4
-  for (int i = 0; i < R; ++i) out[i] = _mm512_reduce_add_epi32(row_sum(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+    for (int i = 0; i < R; ++i) out[i] = _mm512_reduce_add_epi32(PlaneSum(acc[i]));
+  }
 }
 
 void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
@@ -244,12 +252,18 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
   int8_t* planes = buffer.data() + (-reinterpret_cast<uintptr_t>(buffer.data()) & 63);
   PlaneActivations(q, w.n_in, planes);
   auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - q_sum) * w.scale / act_scale; };
+  const __m128i vq_sum = _mm_set1_epi32(q_sum);
+  const __m128 vscale = _mm_set1_ps(w.scale), vact_scale = _mm_set1_ps(act_scale);
   RowStreams<4>(
       row_begin, row_end,
       [&](int64_t r, int64_t part) {
-        int32_t dot[4];
+        alignas(16) int32_t dot[4];
         GemvTile<4>(w.codes + r * row_bytes, static_cast<uint64_t>(part * row_bytes), planes, blocks, dot);
-        for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
+        // store() for the four rows at once: the same operations in the same order, per lane.
+        alignas(16) float out[4];
+        const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(dot)), vq_sum));
+        _mm_store_ps(out, _mm_div_ps(_mm_mul_ps(v, vscale), vact_scale));
+        for (int i = 0; i < 4; ++i) y[r + i * part] = out[i];
       },
       [&](int64_t r) {
         int32_t dot;
