@@ -164,7 +164,8 @@ inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
 // slowest of all from memory (about half the one-row kernel): one-row streams, as measured on
 // Zen 4 before. Each stream prefetched 2 KB ahead (row_streams.h): 2B-4T decode, two threads,
 // tokens alternated in one process, the F16 head's streams prefetched in both, 42.9 -> 46.4 tok/s
-// (1 KB 45.7, 3 KB 47.3, 4 KB 45.4).
+// (1 KB 45.7, 3 KB 47.3, 4 KB 45.4). Since the seventeenth session 1 KB into L1 plus 4 KB into L2
+// (row_streams.h).
 
 // pairs x 256 activations from q (n values; a missing last block reads as zeros): for blocks j and
 // j + 1, p[256 * (j / 2) + 64 * k + 32 * h + i] = q[128 * (j + h) + 32 * k + i].
@@ -698,7 +699,9 @@ inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_
 // 2560 x 8192 slices, three alternated rounds (bench/gemv_best_bench q8): one row at a time with
 // the 4 KB prefetch mean 24.1-24.7 GB/s, four streams 30.7-31.9; without the prefetch 20.1-22.4.
 // With four streams 2 KB ahead beat 4 KB: 2B-4T decode with this head, two threads, tokens
-// alternated in one process, 56.2 -> 58.9 tok/s (1 KB 59.3, 3 KB 57.7).
+// alternated in one process, 56.2 -> 58.9 tok/s (1 KB 59.3, 3 KB 57.7). Since the seventeenth
+// session 1 KB into L1 plus 4 KB into L2 (row_streams.h): 1.36 -> 1.43x the F16-head decode in one
+// alternated run, 1.40 -> 1.38x in another.
 void Q8Gemv(const Q8View& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
             int64_t row_end) {
   const int32_t offset = 128 * q_sum;
