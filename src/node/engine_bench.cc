@@ -38,6 +38,11 @@ std::vector<int32_t> BenchTokens(size_t n, int32_t n_vocab, uint64_t state) {
   return tokens;
 }
 
+// tok/s x bytes per token as a percentage of `gbps` (1e9 bytes/s); 0 when no bandwidth was measured.
+double RooflinePct(double tok_per_s, uint64_t bytes_per_token, double gbps) {
+  return gbps > 0.0 ? tok_per_s * static_cast<double>(bytes_per_token) / (gbps * 1e9) * 100.0 : 0.0;
+}
+
 }  // namespace
 
 EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& options) {
@@ -151,10 +156,7 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
       result.n_seq = n;
     }
     result.read_gbps = cuda::MeasureCopyGbps(0, options.bandwidth_bytes);
-    if (result.read_gbps > 0.0) {
-      result.roofline_pct =
-          result.tg_greedy_tok_per_s * static_cast<double>(result.bytes_per_token) / (result.read_gbps * 1e9) * 100.0;
-    }
+    result.roofline_pct = RooflinePct(result.tg_greedy_tok_per_s, result.bytes_per_token, result.read_gbps);
     return result;
   }
 
@@ -162,10 +164,7 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
   if (getrusage(RUSAGE_SELF, &usage) == 0) result.peak_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
   result.model_file_bytes = model.file().file_size();
   result.read_gbps = MeasureReadGbps(result.threads, options.bandwidth_bytes);
-  if (result.read_gbps > 0.0) {
-    result.roofline_pct =
-        result.tg_tok_per_s * static_cast<double>(result.bytes_per_token) / (result.read_gbps * 1e9) * 100.0;
-  }
+  result.roofline_pct = RooflinePct(result.tg_tok_per_s, result.bytes_per_token, result.read_gbps);
   if (options.alternate && options.n_gen > 0) {
     // In 2 MiB pages where the kernel gives them, as the copied weights are (the faster of the
     // probe's two buffers, huge_pages.h): the stricter denominator.
@@ -190,8 +189,8 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
       const double gbps = static_cast<double>(probe.bytes()) * passes[p] / pass_s[p] / 1e9;
       result.read_alternated_gbps = std::max(result.read_alternated_gbps, gbps);
     }
-    result.roofline_alternated_pct = result.tg_alternated_tok_per_s * static_cast<double>(result.bytes_per_token) /
-                                     (result.read_alternated_gbps * 1e9) * 100.0;
+    result.roofline_alternated_pct =
+        RooflinePct(result.tg_alternated_tok_per_s, result.bytes_per_token, result.read_alternated_gbps);
   }
   return result;
 }
