@@ -7,7 +7,9 @@
 //   build/bench/decode_pairs_bench MODEL THREADS TOKENS CONFIG [CONFIG...]
 //
 // CONFIG: a CPU path (ref, generic, avx2, avx512, neon), optionally followed by "+q8" (the
-// 8-bit LM head) and/or "+f16kv" (the f16 KV cache), e.g. avx512 avx2 avx512+q8. Each context
+// 8-bit LM head), "+f16kv" (the f16 KV cache) and/or "+prefetch=on|off|auto" (the GEMVs' row
+// stream prefetch, kernels/cpu.h; set before each of the configuration's tokens, default auto),
+// e.g. avx512 avx2 avx512+q8 avx512+prefetch=off. Each context
 // decodes TOKENS greedy tokens from position 0; the first four of each are not counted. Prints
 // each configuration's median and first-quartile tok/s, its GB/s (weight bytes per token at the
 // median) and its speed against the first configuration's.
@@ -31,6 +33,7 @@ using Clock = std::chrono::steady_clock;
 struct Config {
   std::string name;
   trinity::ContextOptions options;
+  trinity::kernels::StreamPrefetch prefetch = trinity::kernels::StreamPrefetch::kAuto;
 };
 
 Config ParseConfig(const std::string& text, int threads, int n_ctx) {
@@ -44,10 +47,12 @@ Config ParseConfig(const std::string& text, int threads, int n_ctx) {
     const std::string flag = rest.substr(0, next);
     if (flag == "+q8") {
       config.options.lm_head = trinity::LmHeadFormat::kQ8;
+    } else if (flag.rfind("+prefetch=", 0) == 0) {
+      config.prefetch = trinity::kernels::ParseStreamPrefetch(flag.substr(10));
     } else if (flag == "+f16kv") {
       config.options.kv_cache = trinity::KvCacheType::kF16;
     } else {
-      trinity::Fail("unknown configuration flag \"{}\" in \"{}\": expected +q8 or +f16kv", flag, text);
+      trinity::Fail("unknown configuration flag \"{}\" in \"{}\": expected +q8, +f16kv or +prefetch=MODE", flag, text);
     }
     rest = next == std::string::npos ? "" : rest.substr(next);
   }
@@ -80,6 +85,7 @@ int main(int argc, char** argv) {
     std::vector<std::vector<double>> seconds(n);
     for (int step = 0; step < tokens * static_cast<int>(n); ++step) {
       const size_t i = static_cast<size_t>(step) % n;
+      trinity::kernels::SetStreamPrefetch(configs[i].prefetch);
       const auto start = Clock::now();
       const auto logits = contexts[i]->Eval(std::span<const int32_t>(&next[i], 1));
       const double s = std::chrono::duration<double>(Clock::now() - start).count();
@@ -87,7 +93,7 @@ int main(int argc, char** argv) {
       if (step >= 4 * static_cast<int>(n)) seconds[i].push_back(s);
     }
     double first_median = 0.0;
-    std::printf("%-16s %10s %10s %9s %8s\n", "config", "tok/s med", "tok/s p25", "GB/s med", "vs first");
+    std::printf("%-22s %10s %10s %9s %8s\n", "config", "tok/s med", "tok/s p25", "GB/s med", "vs first");
     for (size_t i = 0; i < n; ++i) {
       std::vector<double>& s = seconds[i];
       std::sort(s.begin(), s.end());
@@ -95,7 +101,7 @@ int main(int argc, char** argv) {
       if (i == 0) first_median = median;
       const bool q8 = configs[i].options.lm_head == LmHeadFormat::kQ8;
       const double bytes = static_cast<double>(model->WeightBytesPerToken(q8));
-      std::printf("%-16s %10.2f %10.2f %9.1f %7.3fx\n", configs[i].name.c_str(), 1.0 / median, 1.0 / quartile,
+      std::printf("%-22s %10.2f %10.2f %9.1f %7.3fx\n", configs[i].name.c_str(), 1.0 / median, 1.0 / quartile,
                   bytes / median / 1e9, first_median / median);
     }
   } catch (const std::exception& e) {  // trinity::Error, std::stoi's

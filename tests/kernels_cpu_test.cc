@@ -15,6 +15,7 @@
 #include "engine/common/fp16.h"
 #include "engine/kernels/cpu.h"
 #include "engine/kernels/ref.h"
+#include "engine/kernels/row_streams.h"
 
 namespace trinity::kernels {
 namespace {
@@ -77,6 +78,65 @@ TEST(CpuDispatchTest, ParsesAndDetects) {
   }
   std::printf("detected CPU path: %s, active: %s\n", CpuPathName(DetectCpuPath()), CpuPathName(ActiveCpuPath()));
 }
+
+TEST(CpuDispatchTest, StreamPrefetchModes) {
+  for (StreamPrefetch mode : {StreamPrefetch::kAuto, StreamPrefetch::kOn, StreamPrefetch::kOff}) {
+    EXPECT_EQ(ParseStreamPrefetch(StreamPrefetchName(mode)), mode);
+  }
+  EXPECT_THROW(ParseStreamPrefetch("always"), Error);
+  EXPECT_THROW(ParseStreamPrefetch(""), Error);
+  const StreamPrefetch before = GetStreamPrefetch();
+  SetStreamPrefetch(StreamPrefetch::kOff);
+  EXPECT_EQ(GetStreamPrefetch(), StreamPrefetch::kOff);
+  SetStreamPrefetch(before);
+}
+
+// A trial of 8 calls alternates with, without, ...; the side with the higher median rate runs the
+// next 5 calls; then the next trial.
+TEST(PrefetchTrialTest, AlternatesThenKeepsTheFaster) {
+  for (bool with_faster : {true, false}) {
+    PrefetchTrial trial(8, 5);
+    for (int cycle = 0; cycle < 3; ++cycle) {
+      for (int i = 0; i < 8; ++i) {
+        ASSERT_TRUE(trial.timing());
+        ASSERT_EQ(trial.prefetch(), i % 2 == 0) << "call " << i;
+        const bool fast = trial.prefetch() == with_faster;
+        // A stray slow call on each side (preemption) does not decide.
+        const double rate = i == 2 || i == 3 ? 1.0 : fast ? 30e9 + i : 25e9 + i;
+        trial.Done(rate);
+      }
+      for (int i = 0; i < 5; ++i) {
+        ASSERT_FALSE(trial.timing());
+        ASSERT_EQ(trial.prefetch(), with_faster) << "cycle " << cycle << " call " << i;
+        trial.Done(0.0);  // not a trial call: its rate is not used
+      }
+    }
+  }
+  // A tie keeps the prefetch; odd and out-of-range trial lengths are clamped to an even count.
+  PrefetchTrial tie(3, 1);
+  tie.Done(5.0);
+  tie.Done(5.0);
+  EXPECT_FALSE(tie.timing());
+  EXPECT_TRUE(tie.prefetch());
+  tie.Done(0.0);
+  EXPECT_TRUE(tie.timing());
+  PrefetchTrial wide(1000, 1);
+  for (int i = 0; i < PrefetchTrial::kMaxTrial; ++i) wide.Done(i % 2 ? 2.0 : 1.0);
+  EXPECT_FALSE(wide.timing());
+  EXPECT_FALSE(wide.prefetch());
+}
+
+// Restores the process's prefetch mode at the end of a scope.
+class PrefetchModeScope {
+ public:
+  explicit PrefetchModeScope(StreamPrefetch mode) : saved_(GetStreamPrefetch()) { SetStreamPrefetch(mode); }
+  ~PrefetchModeScope() { SetStreamPrefetch(saved_); }
+  PrefetchModeScope(const PrefetchModeScope&) = delete;
+  PrefetchModeScope& operator=(const PrefetchModeScope&) = delete;
+
+ private:
+  StreamPrefetch saved_;
+};
 
 TEST_P(CpuKernelsTest, QuantizeIsBitIdentical) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -609,6 +669,65 @@ TEST(Q8RowTest, QuantizeRowQ8RoundTrips) {
   std::vector<uint8_t> b(3);
   QuantizeRowQ8(zeros.data(), 3, b.data());
   EXPECT_EQ(b, std::vector<uint8_t>(3, 128));
+}
+
+// The decode GEMVs with the row-stream prefetch forced on, forced off and chosen (auto): the same
+// bits, and for the integer GEMVs the reference's. Shapes with four row streams and rows left over
+// (RowStreams). On the x86 paths the call counts show that forcing took effect.
+TEST_P(CpuKernelsTest, StreamPrefetchChangesNoResult) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t n_in : {256, 2560}) {
+    for (int64_t n_out : {5, 67}) {
+      TernaryCase t = MakeTernary(rng_, n_in, n_out, 1, false);
+      std::vector<int8_t> q = RandomQ(rng_, static_cast<size_t>(n_in), false);
+      int32_t q_sum = 0;
+      for (int8_t v : q) q_sum += v;
+      std::vector<uint8_t> q8_data(static_cast<size_t>(n_in * n_out));
+      for (uint8_t& b : q8_data) b = static_cast<uint8_t>(1 + rng_() % 255);
+      std::vector<float> q8_scales(static_cast<size_t>(n_out), 0.02f);
+      const Q8View q8{q8_data.data(), n_in, n_out, static_cast<uint64_t>(n_in), q8_scales.data()};
+      std::vector<uint16_t> halves(static_cast<size_t>(n_in * n_out));
+      for (uint16_t& h : halves) h = Fp32ToFp16(normal(rng_));
+      const DenseView f16{TensorType::kF16, reinterpret_cast<const uint8_t*>(halves.data()), n_in, n_out,
+                          static_cast<uint64_t>(2 * n_in)};
+      std::vector<float> x(static_cast<size_t>(n_in));
+      for (float& v : x) v = normal(rng_);
+
+      std::vector<float> want_ternary(n_out), want_q8(n_out), want_f16(n_out);
+      TernaryMatVec(t.view, q.data(), 2.5f, want_ternary.data(), 0, n_out);
+      Q8MatVec(q8, q.data(), 2.5f, want_q8.data(), 0, n_out);
+      {
+        PrefetchModeScope on(StreamPrefetch::kOn);
+        k().dense_gemv(f16, x.data(), want_f16.data(), 0, n_out);
+      }
+      const bool x86 = GetParam() == CpuPath::kAvx2 || GetParam() == CpuPath::kAvx512;
+      for (StreamPrefetch mode : {StreamPrefetch::kOn, StreamPrefetch::kOff, StreamPrefetch::kAuto}) {
+        PrefetchModeScope scope(mode);
+        const StreamPrefetchCalls before = StreamPrefetchCallCounts();
+        for (int call = 0; call < 20; ++call) {
+          std::vector<float> got(n_out, -1.0f);
+          k().ternary_gemv(t.view, q.data(), q_sum, 2.5f, got.data(), 0, n_out);
+          ASSERT_EQ(0, std::memcmp(want_ternary.data(), got.data(), got.size() * 4))
+              << "ternary, " << StreamPrefetchName(mode) << ", n_in=" << n_in << " n_out=" << n_out;
+          k().q8_gemv(q8, q.data(), q_sum, 2.5f, got.data(), 0, n_out);
+          ASSERT_EQ(0, std::memcmp(want_q8.data(), got.data(), got.size() * 4))
+              << "q8, " << StreamPrefetchName(mode) << ", n_in=" << n_in << " n_out=" << n_out;
+          k().dense_gemv(f16, x.data(), got.data(), 0, n_out);
+          ASSERT_EQ(0, std::memcmp(want_f16.data(), got.data(), got.size() * 4))
+              << "f16, " << StreamPrefetchName(mode) << ", n_in=" << n_in << " n_out=" << n_out;
+        }
+        const StreamPrefetchCalls after = StreamPrefetchCallCounts();
+        const uint64_t on = after.on - before.on, off = after.off - before.off;
+        EXPECT_EQ(on + off, x86 ? 60u : 0u) << StreamPrefetchName(mode);
+        if (mode == StreamPrefetch::kOn) {
+          EXPECT_EQ(off, 0u);
+        }
+        if (mode == StreamPrefetch::kOff) {
+          EXPECT_EQ(on, 0u);
+        }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, CpuKernelsTest, ::testing::ValuesIn(Paths()), PathParamName);

@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "engine/common/huge_pages.h"
 #include "engine/common/error.h"
+#include "engine/kernels/cpu.h"
 #include "engine/model/generate.h"
 #include "node/engine_bench.h"
 #include "node/node.h"
@@ -438,6 +439,8 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                         {"tg_alternated_tok_per_s", r.tg_alternated_tok_per_s},
                         {"read_alternated_gbps", r.read_alternated_gbps},
                         {"roofline_alternated_pct", r.roofline_alternated_pct},
+                        {"prefetch", kernels::StreamPrefetchName(r.prefetch_mode)},
+                        {"prefetch_on_calls", r.prefetch_on_calls}, {"prefetch_off_calls", r.prefetch_off_calls},
                         {"lm_head", LmHeadFormatName(options.lm_head)}, {"kv_cache", KvCacheTypeName(options.kv_cache)},
                         {"peak_rss_bytes", r.peak_rss_bytes},
                         {"model_file_bytes", r.model_file_bytes},
@@ -509,6 +512,9 @@ void RunEngineBenchCommand(const BenchFlags& f) {
                   static_cast<long long>(f.n_gen), r.tg_alternated_tok_per_s, r.read_alternated_gbps,
                   r.roofline_alternated_pct);
     }
+    std::printf("row-stream prefetch: %s (tg's decode GEMV calls: %llu with, %llu without)\n",
+                kernels::StreamPrefetchName(r.prefetch_mode), static_cast<unsigned long long>(r.prefetch_on_calls),
+                static_cast<unsigned long long>(r.prefetch_off_calls));
   }
   std::printf("LM head: %s | KV cache: %s | peak resident memory: %.1f MiB = %.2f x the model file (%.1f MiB)\n",
               LmHeadFormatName(options.lm_head), KvCacheTypeName(options.kv_cache), r.peak_rss_bytes / 1048576.0,

@@ -61,6 +61,7 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
 
   EngineBenchResult result;
   result.threads = context.pool().n_threads();
+  result.prefetch_mode = kernels::GetStreamPrefetch();
   result.kv_bytes_per_token = static_cast<uint64_t>(options.depth + options.n_gen / 2) * context.KvBytesPerPosition();
   result.bytes_per_token = model.WeightBytesPerToken(options.lm_head == LmHeadFormat::kQ8) + result.kv_bytes_per_token;
   result.device = context.device();
@@ -103,11 +104,14 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
     }
     if (options.n_gen > 0) {
       fill();
+      const kernels::StreamPrefetchCalls calls = kernels::StreamPrefetchCallCounts();
       const auto start = Clock::now();
       for (int64_t i = 0; i < options.n_gen; ++i) {
         context.Eval(std::span<const int32_t>(after + i, 1));
       }
       tg_s += SecondsSince(start);
+      result.prefetch_on_calls += kernels::StreamPrefetchCallCounts().on - calls.on;
+      result.prefetch_off_calls += kernels::StreamPrefetchCallCounts().off - calls.off;
     }
   }
   const double reps = options.repetitions;

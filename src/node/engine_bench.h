@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "engine/kernels/cpu.h"
 #include "engine/model/context.h"
 #include "engine/model/model.h"
 
@@ -50,6 +51,11 @@ struct EngineBenchResult {
   double read_alternated_gbps = 0.0;
   double roofline_alternated_pct = 0.0;
   int threads = 0;
+  // The decode GEMVs' row-stream prefetch (kernels/cpu.h): the mode, and how many GEMV calls of
+  // the timed tg tokens ran with and without it (every thread's share counts; CPU only).
+  kernels::StreamPrefetch prefetch_mode = kernels::StreamPrefetch::kAuto;
+  uint64_t prefetch_on_calls = 0;
+  uint64_t prefetch_off_calls = 0;
   // On the GPU: read_gbps is the device's copy bandwidth (read + write), tg_tok_per_s includes
   // copying each token's logits to the host as Context::Eval does, tg_greedy_tok_per_s keeps them
   // on the GPU (argmax there), and roofline_pct is taken from the greedy figure.

@@ -73,7 +73,7 @@ d = json.load(open(sys.argv[1]))
 assert set(d) == {"pp_tok_per_s", "tg_tok_per_s", "bytes_per_token", "kv_bytes_per_token", "depth", "read_gbps",
                   "roofline_pct", "threads", "lm_head", "kv_cache", "model_file_bytes", "peak_rss_bytes",
                   "weights", "huge_page_bytes", "tg_alternated_tok_per_s", "read_alternated_gbps",
-                  "roofline_alternated_pct"}, d
+                  "roofline_alternated_pct", "prefetch", "prefetch_on_calls", "prefetch_off_calls"}, d
 assert d["depth"] == 0 and d["kv_bytes_per_token"] > 0  # tg's mean position is n / 2 = 2
 assert d["lm_head"] == "file" and d["kv_cache"] == "f32" and d["model_file_bytes"] > 0 and d["peak_rss_bytes"] > 0
 assert d["pp_tok_per_s"] > 0 and d["tg_tok_per_s"] > 0 and d["bytes_per_token"] > 0 and d["read_gbps"] > 0
@@ -82,12 +82,26 @@ assert d["tg_alternated_tok_per_s"] > 0 and d["read_alternated_gbps"] > 0
 assert abs(d["roofline_alternated_pct"]
            - d["tg_alternated_tok_per_s"] * d["bytes_per_token"] / (d["read_alternated_gbps"] * 1e9) * 100) < 1e-6
 assert d["threads"] == 2
+# The x86 paths' decode GEMVs count their calls (4 tg tokens x 2 threads x the model's GEMVs).
+import platform
+assert d["prefetch"] == "auto"
+assert (d["prefetch_on_calls"] + d["prefetch_off_calls"] > 0) == (platform.machine() in ("x86_64", "AMD64")), d
 print("ok bench --engine --json")
 PYEOF
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 > "$WORK/engine.txt"
 grep -q "| tg4 |" "$WORK/engine.txt" || fail "engine table"
 grep -q "^alternated (a probe pass after each of 4 tg tokens): tg .* of the roofline$" "$WORK/engine.txt" \
   || fail "alternated roofline line"
+grep -q "^row-stream prefetch: auto (tg's decode GEMV calls: [0-9]* with, [0-9]* without)$" "$WORK/engine.txt" \
+  || fail "prefetch line"
+# $TRINITY_PREFETCH forces the prefetch off (no call makes it) or fails clearly on a bad value.
+TRINITY_PREFETCH=off "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 --no-alternate --json \
+  | "$PY" -c 'import json, sys; d = json.load(sys.stdin); assert d["prefetch"] == "off" and d["prefetch_on_calls"] == 0, d' \
+  || fail "TRINITY_PREFETCH=off"
+if TRINITY_PREFETCH=sometimes "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 > "$WORK/bad.txt" 2>&1; then
+  fail "TRINITY_PREFETCH=sometimes accepted"
+fi
+grep -q 'unknown prefetch mode "sometimes": expected auto, on or off' "$WORK/bad.txt" || fail "TRINITY_PREFETCH error: $(cat "$WORK/bad.txt")"
 # --no-alternate: no second tg run, its figures 0.
 "$TRINITY" bench --engine -m "$MODEL" -p 8 -n 4 -t 2 --bw-mib 64 --no-alternate --json \
   | "$PY" -c 'import json, sys; d = json.load(sys.stdin); assert d["roofline_alternated_pct"] == 0 == d["tg_alternated_tok_per_s"], d' \

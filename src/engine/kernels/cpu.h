@@ -41,6 +41,27 @@ bool CpuPathSupported(CpuPath path);
 // DetectCpuPath(), lowered by $TRINITY_CPU when set; computed once per process.
 CpuPath ActiveCpuPath();
 
+// Software prefetch of the decode GEMVs' row streams (the x86 paths, row_streams.h). Whether it
+// pays depends on the machine: on one Zen 5 host it made 2B-4T decode 3-17% faster, on another
+// the same binary decoded 4-17% faster without it (bench/RESULTS.md, seventeenth and eighteenth
+// sessions). kAuto (the default) lets every thread time both on its own calls and keep the faster
+// (PrefetchTrial, row_streams.h); kOn and kOff force one. The results are the same bits whatever
+// the mode. $TRINITY_PREFETCH=auto|on|off sets the mode at start; SetStreamPrefetch changes it.
+enum class StreamPrefetch { kAuto = 0, kOn = 1, kOff = 2 };
+const char* StreamPrefetchName(StreamPrefetch mode);
+// "auto" | "on" | "off" -> mode; throws trinity::Error otherwise.
+StreamPrefetch ParseStreamPrefetch(const std::string& name);
+StreamPrefetch GetStreamPrefetch();
+void SetStreamPrefetch(StreamPrefetch mode);
+// Decode GEMV calls (every thread's share counts once) made with and without the prefetch since
+// the process started: what kAuto chose.
+struct StreamPrefetchCalls {
+  uint64_t on = 0;
+  uint64_t off = 0;
+};
+StreamPrefetchCalls StreamPrefetchCallCounts();
+void CountStreamPrefetchCall(bool prefetched);
+
 struct CpuKernels {
   CpuPath path = CpuPath::kRef;
 

@@ -197,7 +197,7 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // multiply's memory operand): with the intrinsics GCC 12 interleaved the four rows' blocks, ran
 // out of the 16 ymm registers and kept the accumulators, the ones constant and a temporary on the
 // stack (a load and a store per row and step).
-template <int R>
+template <int R, bool kPrefetch>
 inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64_t blocks, int32_t* out) {
   const __m256i ones = _mm256_set1_epi16(1), three = _mm256_set1_epi8(3);
   __m256i acc[R];
@@ -214,8 +214,10 @@ inline void GemvRows(const uint8_t* row, uint64_t stride, const int8_t* q, int64
   };
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
-    PrefetchStreams<R>(row + 32 * j, stride);
-    PrefetchStreams<R>(row + 32 * j + 64, stride);
+    if constexpr (kPrefetch) {
+      PrefetchStreams<R>(row + 32 * j, stride);
+      PrefetchStreams<R>(row + 32 * j + 64, stride);
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const uint8_t* rr = row + r * stride;
@@ -243,18 +245,22 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
   }
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
   auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - q_sum) * w.scale / act_scale; };
-  RowStreams<4>(
-      row_begin, row_end,
-      [&](int64_t r, int64_t part) {
-        int32_t dot[4];
-        GemvRows<4>(w.codes + r * row_bytes, part * row_bytes, q, blocks, dot);
-        for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
-      },
-      [&](int64_t r) {
-        int32_t dot;
-        GemvRows<1>(w.codes + r * row_bytes, row_bytes, q, blocks, &dot);
-        store(r, dot);
-      });
+  thread_local PrefetchTrial trial(64, 8192);  // ~200 calls per 2B-4T token
+  WithStreamPrefetch(trial, static_cast<uint64_t>((row_end - row_begin) * row_bytes), [&](auto prefetch) {
+    constexpr bool kPrefetch = decltype(prefetch)::value;
+    RowStreams<4>(
+        row_begin, row_end,
+        [&](int64_t r, int64_t part) {
+          int32_t dot[4];
+          GemvRows<4, kPrefetch>(w.codes + r * row_bytes, part * row_bytes, q, blocks, dot);
+          for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
+        },
+        [&](int64_t r) {
+          int32_t dot;
+          GemvRows<1, kPrefetch>(w.codes + r * row_bytes, row_bytes, q, blocks, &dot);
+          store(r, dot);
+        });
+  });
 }
 
 // ---- ternary GEMM (prefill) ---------------------------------------------------------------------
@@ -579,7 +585,7 @@ inline float DenseEnd(__m256 acc0, __m256 acc1, const uint8_t* row, const float*
 }
 
 // R rows, row_stride bytes apart, into y[0], y[y_stride], ...
-template <int R, bool kF16>
+template <int R, bool kF16, bool kPrefetch>
 inline void DenseTile(const uint8_t* w0, uint64_t row_stride, const float* x, int64_t n, float* y, int64_t y_stride) {
   __m256 acc0[R], acc1[R];
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
@@ -590,7 +596,7 @@ inline void DenseTile(const uint8_t* w0, uint64_t row_stride, const float* x, in
   };
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
-    if (!kF16 || c % 32 == 0) PrefetchStreams<R>(w0 + (kF16 ? 2 : 4) * c, row_stride);  // once per 64 bytes
+    if (kPrefetch && (!kF16 || c % 32 == 0)) PrefetchStreams<R>(w0 + (kF16 ? 2 : 4) * c, row_stride);  // per 64 bytes
     half(c, acc0);
     half(c + 8, acc1);
   }
@@ -603,10 +609,16 @@ inline void DenseTile(const uint8_t* w0, uint64_t row_stride, const float* x, in
 template <int R, bool kF16>
 void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   const uint64_t rb = w.row_bytes;
-  RowStreams<R>(
-      row_begin, row_end,
-      [&](int64_t r, int64_t part) { DenseTile<R, kF16>(w.data + r * rb, part * rb, x, w.n_in, y + r, part); },
-      [&](int64_t r) { DenseTile<1, kF16>(w.data + r * rb, rb, x, w.n_in, y + r, 1); });
+  thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
+  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * rb, [&](auto prefetch) {
+    constexpr bool kPrefetch = decltype(prefetch)::value;
+    RowStreams<R>(
+        row_begin, row_end,
+        [&](int64_t r, int64_t part) {
+          DenseTile<R, kF16, kPrefetch>(w.data + r * rb, part * rb, x, w.n_in, y + r, part);
+        },
+        [&](int64_t r) { DenseTile<1, kF16, kPrefetch>(w.data + r * rb, rb, x, w.n_in, y + r, 1); });
+  });
 }
 
 void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
@@ -729,7 +741,7 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
 // w = b - 128 (b ^ 0x80 as s8, in [-127, 127]) carries q's sign (vpsignb) and |q| is the unsigned
 // operand of vpmaddubsw: |q| * (w * sign q) = q * w, pairs <= 2 * 128 * 127 < 2^15, no saturation
 // for any q in [-128, 127]. |q| is computed once per 32 activations for four rows.
-template <int R>
+template <int R, bool kPrefetch>
 inline void Q8Rows(const uint8_t* w0, uint64_t row_stride, const int8_t* q, int64_t n, int32_t* out) {
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   __m256i acc[R];
@@ -738,7 +750,7 @@ inline void Q8Rows(const uint8_t* w0, uint64_t row_stride, const int8_t* q, int6
   for (; c + 32 <= n; c += 32) {
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
     const __m256i qa = _mm256_abs_epi8(qv);
-    if (c % 64 == 0) PrefetchStreams<R>(w0 + c, row_stride);  // once per 64 bytes
+    if (kPrefetch && c % 64 == 0) PrefetchStreams<R>(w0 + c, row_stride);  // once per 64 bytes
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256i wv = _mm256_xor_si256(
@@ -757,18 +769,22 @@ inline void Q8Rows(const uint8_t* w0, uint64_t row_stride, const int8_t* q, int6
 // Four row streams, as the F16 head (RowStreams): 2560 x 32768, one thread, 9.3-10.7 -> 6.4-6.8 ms.
 void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
   const uint64_t rb = w.row_bytes;
-  RowStreams<4>(
-      row_begin, row_end,
-      [&](int64_t r, int64_t part) {
-        int32_t dot[4];
-        Q8Rows<4>(w.data + r * rb, part * rb, q, w.n_in, dot);
-        for (int i = 0; i < 4; ++i) y[r + i * part] = static_cast<float>(dot[i]) * w.scales[r + i * part] / act_scale;
-      },
-      [&](int64_t r) {
-        int32_t dot[1];
-        Q8Rows<1>(w.data + r * rb, rb, q, w.n_in, dot);
-        y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
-      });
+  thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
+  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * rb, [&](auto prefetch) {
+    constexpr bool kPrefetch = decltype(prefetch)::value;
+    RowStreams<4>(
+        row_begin, row_end,
+        [&](int64_t r, int64_t part) {
+          int32_t dot[4];
+          Q8Rows<4, kPrefetch>(w.data + r * rb, part * rb, q, w.n_in, dot);
+          for (int i = 0; i < 4; ++i) y[r + i * part] = static_cast<float>(dot[i]) * w.scales[r + i * part] / act_scale;
+        },
+        [&](int64_t r) {
+          int32_t dot[1];
+          Q8Rows<1, kPrefetch>(w.data + r * rb, rb, q, w.n_in, dot);
+          y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
+        });
+  });
 }
 
 // ---- attention --------------------------------------------------------------------------------------

@@ -190,8 +190,9 @@ inline __m512i PlaneSum(const __m512i (&a)[4]) {
                           _mm512_add_epi32(_mm512_srai_epi32(a[2], 2), a[3]));
 }
 
-// Rows row0 + i * stride (i < R): out[i] = the row's integer sum over `blocks` blocks.
-template <int R>
+// Rows row0 + i * stride (i < R): out[i] = the row's integer sum over `blocks` blocks;
+// kPrefetch: PrefetchStreams ahead (row_streams.h).
+template <int R, bool kPrefetch>
 __attribute__((always_inline)) inline void GemvTile(const uint8_t* row0, uint64_t stride, const int8_t* p, int64_t blocks,
                                                     int32_t* out) {
   const __m512i m0 = _mm512_set1_epi8(static_cast<char>(0xC0)), m1 = _mm512_set1_epi8(0x30);
@@ -207,7 +208,7 @@ __attribute__((always_inline)) inline void GemvTile(const uint8_t* row0, uint64_
     const int8_t* pj = p + 128 * j;
     const __m512i p0 = _mm512_loadu_si512(pj), p1 = _mm512_loadu_si512(pj + 64);
     const __m512i p2 = _mm512_loadu_si512(pj + 128), p3 = _mm512_loadu_si512(pj + 192);
-    PrefetchStreams<R>(row0 + 32 * j, stride);
+    if constexpr (kPrefetch) PrefetchStreams<R>(row0 + 32 * j, stride);
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const __m512i w = _mm512_loadu_si512(row0 + i * stride + 32 * j);
@@ -255,22 +256,26 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
   auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - q_sum) * w.scale / act_scale; };
   const __m128i vq_sum = _mm_set1_epi32(q_sum);
   const __m128 vscale = _mm_set1_ps(w.scale), vact_scale = _mm_set1_ps(act_scale);
-  RowStreams<4>(
-      row_begin, row_end,
-      [&](int64_t r, int64_t part) {
-        alignas(16) int32_t dot[4];
-        GemvTile<4>(w.codes + r * row_bytes, static_cast<uint64_t>(part * row_bytes), planes, blocks, dot);
-        // store() for the four rows at once: the same operations in the same order, per lane.
-        alignas(16) float out[4];
-        const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(dot)), vq_sum));
-        _mm_store_ps(out, _mm_div_ps(_mm_mul_ps(v, vscale), vact_scale));
-        for (int i = 0; i < 4; ++i) y[r + i * part] = out[i];
-      },
-      [&](int64_t r) {
-        int32_t dot;
-        GemvTile<1>(w.codes + r * row_bytes, static_cast<uint64_t>(row_bytes), planes, blocks, &dot);
-        store(r, dot);
-      });
+  thread_local PrefetchTrial trial(64, 8192);  // ~200 calls per 2B-4T token
+  WithStreamPrefetch(trial, static_cast<uint64_t>((row_end - row_begin) * row_bytes), [&](auto prefetch) {
+    constexpr bool kPrefetch = decltype(prefetch)::value;
+    RowStreams<4>(
+        row_begin, row_end,
+        [&](int64_t r, int64_t part) {
+          alignas(16) int32_t dot[4];
+          GemvTile<4, kPrefetch>(w.codes + r * row_bytes, static_cast<uint64_t>(part * row_bytes), planes, blocks, dot);
+          // store() for the four rows at once: the same operations in the same order, per lane.
+          alignas(16) float out[4];
+          const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(dot)), vq_sum));
+          _mm_store_ps(out, _mm_div_ps(_mm_mul_ps(v, vscale), vact_scale));
+          for (int i = 0; i < 4; ++i) y[r + i * part] = out[i];
+        },
+        [&](int64_t r) {
+          int32_t dot;
+          GemvTile<1, kPrefetch>(w.codes + r * row_bytes, static_cast<uint64_t>(row_bytes), planes, blocks, &dot);
+          store(r, dot);
+        });
+  });
 }
 
 // Values per pass of the GEMM kernels (chunks of equal length): 8 tokens' activations stay in L1.
@@ -557,7 +562,9 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 // kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms).
 // F32 rows: one row, four accumulators (64 values per step). Float sums in another order than the
 // reference: equal to within rounding.
-template <int R, int V>
+// kPrefetch (the GEMV's row streams, V = 1): PrefetchStreams ahead; the batched head reads blocks
+// from L2 and does not.
+template <int R, int V, bool kPrefetch = false>
 inline void DenseRowsDotsF16(const uint16_t* row0, uint64_t row_stride, const float* x, int64_t x_stride, int64_t n,
                              float* const* ys, int64_t r, int64_t r_step = 1) {
   __m512 acc[R][V][2];
@@ -577,7 +584,7 @@ inline void DenseRowsDotsF16(const uint16_t* row0, uint64_t row_stride, const fl
   constexpr __mmask16 kAll = 0xffff;
   int64_t c = 0;
   for (; c + 32 <= n; c += 32) {
-    if constexpr (V == 1) PrefetchStreams<R>(row0 + c, 2 * row_stride);  // the batched head reads blocks from L2
+    if constexpr (kPrefetch) PrefetchStreams<R>(row0 + c, 2 * row_stride);
     step(c, 0, kAll);
     step(c + 16, 1, kAll);
   }
@@ -621,10 +628,16 @@ void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, 
     float* ys[1] = {y};
     const uint64_t stride = w.row_bytes / 2;
     auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes); };
-    RowStreams<4>(
-        row_begin, row_end,
-        [&](int64_t r, int64_t part) { DenseRowsDotsF16<4, 1>(row(r), part * stride, x, 0, w.n_in, ys, r, part); },
-        [&](int64_t r) { DenseRowsDotsF16<1, 1>(row(r), stride, x, 0, w.n_in, ys, r); });
+    thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
+    WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * w.row_bytes, [&](auto prefetch) {
+      constexpr bool kPrefetch = decltype(prefetch)::value;
+      RowStreams<4>(
+          row_begin, row_end,
+          [&](int64_t r, int64_t part) {
+            DenseRowsDotsF16<4, 1, kPrefetch>(row(r), part * stride, x, 0, w.n_in, ys, r, part);
+          },
+          [&](int64_t r) { DenseRowsDotsF16<1, 1, kPrefetch>(row(r), stride, x, 0, w.n_in, ys, r); });
+    });
     return;
   }
   if (w.type == TensorType::kF32) {
@@ -669,15 +682,17 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
 // load + one vpdpbusd per 64 weight bytes, two accumulators per row; four row streams, each
 // prefetched ahead (row_streams.h). Lane bound: n_in/64 steps x 4 x 255 x 128 < 2^31 up to n_in ~ 4M.
 // Rows row0 + i * stride (i < R): out[i] = the row's integer dot with q (n values).
-template <int R>
+template <int R, bool kPrefetch>
 inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_t n, int32_t* out) {
   __m512i acc[R][2];
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
   int64_t c = 0;
   for (; c + 128 <= n; c += 128) {
     const __m512i q0 = _mm512_loadu_si512(q + c), q1 = _mm512_loadu_si512(q + c + 64);
-    PrefetchStreams<R>(row0 + c, stride);
-    PrefetchStreams<R>(row0 + c + 64, stride);
+    if constexpr (kPrefetch) {
+      PrefetchStreams<R>(row0 + c, stride);
+      PrefetchStreams<R>(row0 + c + 64, stride);
+    }
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const uint8_t* row = row0 + i * stride + c;
@@ -706,18 +721,22 @@ void Q8Gemv(const Q8View& w, const int8_t* q, int32_t q_sum, float act_scale, fl
             int64_t row_end) {
   const int32_t offset = 128 * q_sum;
   auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - offset) * w.scales[r] / act_scale; };
-  RowStreams<4>(
-      row_begin, row_end,
-      [&](int64_t r, int64_t part) {
-        int32_t dot[4];
-        Q8Tile<4>(w.data + r * w.row_bytes, part * w.row_bytes, q, w.n_in, dot);
-        for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
-      },
-      [&](int64_t r) {
-        int32_t dot;
-        Q8Tile<1>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, &dot);
-        store(r, dot);
-      });
+  thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
+  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * w.row_bytes, [&](auto prefetch) {
+    constexpr bool kPrefetch = decltype(prefetch)::value;
+    RowStreams<4>(
+        row_begin, row_end,
+        [&](int64_t r, int64_t part) {
+          int32_t dot[4];
+          Q8Tile<4, kPrefetch>(w.data + r * w.row_bytes, part * w.row_bytes, q, w.n_in, dot);
+          for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
+        },
+        [&](int64_t r) {
+          int32_t dot;
+          Q8Tile<1, kPrefetch>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, &dot);
+          store(r, dot);
+        });
+  });
 }
 
 // ---- attention --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // Runtime dispatch: detection once (cpuid on x86, hardware capabilities on AArch64), the
-// reference table, and the $TRINITY_CPU override.
+// reference table, and the $TRINITY_CPU and $TRINITY_PREFETCH overrides.
+#include <atomic>
 #include <cstdlib>
 
 #include "engine/common/error.h"
@@ -118,6 +119,46 @@ CpuPath ActiveCpuPath() {
   }();
   return active;
 }
+
+const char* StreamPrefetchName(StreamPrefetch mode) {
+  switch (mode) {
+    case StreamPrefetch::kAuto: return "auto";
+    case StreamPrefetch::kOn: return "on";
+    case StreamPrefetch::kOff: return "off";
+  }
+  return "?";
+}
+
+StreamPrefetch ParseStreamPrefetch(const std::string& name) {
+  if (name == "auto") return StreamPrefetch::kAuto;
+  if (name == "on") return StreamPrefetch::kOn;
+  if (name == "off") return StreamPrefetch::kOff;
+  Fail("unknown prefetch mode \"{}\": expected auto, on or off", name);
+}
+
+namespace {
+
+std::atomic<StreamPrefetch>& PrefetchMode() {
+  static std::atomic<StreamPrefetch> mode = [] {
+    const char* env = std::getenv("TRINITY_PREFETCH");
+    return env != nullptr && *env != '\0' ? ParseStreamPrefetch(env) : StreamPrefetch::kAuto;
+  }();
+  return mode;
+}
+
+std::atomic<uint64_t> prefetch_calls[2];  // [0]: without, [1]: with
+
+}  // namespace
+
+StreamPrefetch GetStreamPrefetch() { return PrefetchMode().load(std::memory_order_relaxed); }
+
+void SetStreamPrefetch(StreamPrefetch mode) { PrefetchMode().store(mode, std::memory_order_relaxed); }
+
+StreamPrefetchCalls StreamPrefetchCallCounts() {
+  return {prefetch_calls[1].load(std::memory_order_relaxed), prefetch_calls[0].load(std::memory_order_relaxed)};
+}
+
+void CountStreamPrefetchCall(bool prefetched) { prefetch_calls[prefetched].fetch_add(1, std::memory_order_relaxed); }
 
 const CpuKernels& RefKernels() {
   static const CpuKernels table = [] {

@@ -22,9 +22,23 @@
 // copies, one process alternating (bench/RESULTS.md, seventeenth session) read 1.13-1.19x faster
 // than with 2 KB into L1 alone (0.89-0.94 of a plain 4-stream read of the same bytes, against
 // 0.76-0.78), and 2B-4T decode ran 3-5% faster on two threads, 6-17% on one.
+//
+// Eighteenth session, the same binary on another host of the same Zen 5 kind: without the
+// prefetch, 2B-4T decode ran 1.04-1.17x faster (tokens alternated in one process), and the F16
+// head alone read as fast as a plain read (a scratch harness, over 672 MB of copies) against 0.84
+// with it. Prefetches next to the loads cost nothing there; only the far ones hurt, so it is the
+// host's memory system, not the instructions. Neither choice is right on both hosts, so the
+// kernels carry both (a template flag) and PrefetchTrial picks per thread, from the calls' own
+// timings (cpu.h, StreamPrefetch).
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstdint>
+#include <type_traits>
+
+#include "engine/kernels/cpu.h"
 
 namespace trinity::kernels {
 
@@ -43,6 +57,62 @@ inline void PrefetchStreams(const void* at, uint64_t stride) {
     __builtin_prefetch(near + i * stride, 0, 3);
     __builtin_prefetch(far + i * stride, 0, 2);
   }
+}
+
+// Which variant of a decode GEMV a thread runs, with or without PrefetchStreams. Cycles of
+// `trial` calls that alternate the two (with, without, with, ...) and are timed, then `run` calls
+// of the one whose median rate was higher (the first on a tie). The trial comes back because a
+// shared machine's memory changes under it. A thread's calls of one GEMV kind go through one
+// trial: the calls of a trial mix the layers' shapes, but alternately, so each variant meets
+// about the same mix; the median of each side keeps a stray slow call (preemption) out.
+class PrefetchTrial {
+ public:
+  static constexpr int kMaxTrial = 64;
+  constexpr PrefetchTrial(int trial, int run) : trial_(std::clamp(trial / 2 * 2, 2, kMaxTrial)), run_(run) {}
+
+  bool timing() const { return call_ < trial_; }
+  bool prefetch() const { return timing() ? call_ % 2 == 0 : choice_; }
+  // Ends the call; `rate` (bytes per second) counts for trial calls only.
+  void Done(double rate) {
+    if (timing()) rates_[static_cast<size_t>(call_)] = rate;
+    if (++call_ == trial_) choice_ = Median(0) >= Median(1);
+    if (call_ >= trial_ + run_) call_ = 0;
+  }
+
+ private:
+  // The median rate of the trial calls with (0) or without (1) the prefetch.
+  double Median(int side) {
+    std::array<double, kMaxTrial / 2> v{};
+    const int n = trial_ / 2;
+    for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = rates_[static_cast<size_t>(2 * i + side)];
+    std::sort(v.begin(), v.begin() + n);
+    return n % 2 ? v[static_cast<size_t>(n / 2)] : 0.5 * (v[static_cast<size_t>(n / 2 - 1)] + v[static_cast<size_t>(n / 2)]);
+  }
+
+  int trial_, run_;
+  int call_ = 0;
+  bool choice_ = true;
+  std::array<double, kMaxTrial> rates_{};
+};
+
+// Runs kernel(std::true_type) (prefetching) or kernel(std::false_type) as the mode (cpu.h) says:
+// under kAuto as `trial` says, timing its trial calls (`bytes`: what the call reads).
+template <class Kernel>
+inline void WithStreamPrefetch(PrefetchTrial& trial, uint64_t bytes, const Kernel& kernel) {
+  const StreamPrefetch mode = GetStreamPrefetch();
+  const bool on = mode == StreamPrefetch::kAuto ? trial.prefetch() : mode == StreamPrefetch::kOn;
+  const bool timed = mode == StreamPrefetch::kAuto && trial.timing();
+  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  if (on) {
+    kernel(std::true_type{});
+  } else {
+    kernel(std::false_type{});
+  }
+  if (mode == StreamPrefetch::kAuto) {
+    const double s = timed ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() : 0.0;
+    trial.Done(s > 0.0 ? static_cast<double>(bytes) / s : 0.0);
+  }
+  CountStreamPrefetchCall(on);
 }
 
 // tile(r, part) takes rows r, r + part, ..., r + (R - 1) * part; one(r) the last rows (< R).

@@ -35,6 +35,7 @@ namespace {
 
 const kernels::CpuKernels& KernelsFor(const ContextOptions& options) {
   if (options.reference) return kernels::RefKernels();
+  kernels::GetStreamPrefetch();  // a bad $TRINITY_PREFETCH fails here, in the caller's thread
   return kernels::GetCpuKernels(options.cpu_path.value_or(kernels::ActiveCpuPath()));
 }
 
