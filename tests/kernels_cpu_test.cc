@@ -91,39 +91,69 @@ TEST(CpuDispatchTest, StreamPrefetchModes) {
   SetStreamPrefetch(before);
 }
 
-// A trial of 8 calls alternates with, without, ...; the side with the higher median rate runs the
-// next 5 calls; then the next trial.
-TEST(PrefetchTrialTest, AlternatesThenKeepsTheFaster) {
+// A trial alternates each shape's calls (with, without, ...), however the shapes interleave; the
+// variant whose calls take less time per shape (medians) runs the next calls; then a new trial.
+// Two shapes called in turn (A, B, A, B): alternating call by call would time every A with the
+// prefetch and every B without, and pick the prefetch for A being the smaller shape.
+TEST(PrefetchTrialTest, AlternatesPerShapeThenKeepsTheFaster) {
   for (bool with_faster : {true, false}) {
-    PrefetchTrial trial(8, 5);
+    PrefetchTrial trial(12, 5);
     for (int cycle = 0; cycle < 3; ++cycle) {
-      for (int i = 0; i < 8; ++i) {
+      int turn[2] = {0, 0};
+      for (int i = 0; i < 12; ++i) {
+        const int shape = i % 2;
         ASSERT_TRUE(trial.timing());
-        ASSERT_EQ(trial.prefetch(), i % 2 == 0) << "call " << i;
-        const bool fast = trial.prefetch() == with_faster;
-        // A stray slow call on each side (preemption) does not decide.
-        const double rate = i == 2 || i == 3 ? 1.0 : fast ? 30e9 + i : 25e9 + i;
-        trial.Done(rate);
+        const PrefetchTrial::Call call = trial.Begin(shape ? 300 : 100);
+        ASSERT_GE(call.slot, 0);
+        ASSERT_EQ(call.prefetch, turn[shape]++ % 2 == 0) << "cycle " << cycle << " call " << i;
+        const double base = shape ? 3.0 : 1.0;
+        // One stray slow call (preemption) on the faster side: A's first call with, or A's first without.
+        const bool stray = with_faster ? i == 0 : i == 2;
+        trial.End(call, stray ? 100.0 : call.prefetch == with_faster ? base : 1.2 * base);
       }
       for (int i = 0; i < 5; ++i) {
         ASSERT_FALSE(trial.timing());
-        ASSERT_EQ(trial.prefetch(), with_faster) << "cycle " << cycle << " call " << i;
-        trial.Done(0.0);  // not a trial call: its rate is not used
+        const PrefetchTrial::Call call = trial.Begin(i % 2 ? 300 : 100);
+        ASSERT_EQ(call.slot, -1);
+        ASSERT_EQ(call.prefetch, with_faster) << "cycle " << cycle << " call " << i;
+        trial.End(call, 0.0);
       }
     }
   }
-  // A tie keeps the prefetch; odd and out-of-range trial lengths are clamped to an even count.
-  PrefetchTrial tie(3, 1);
-  tie.Done(5.0);
-  tie.Done(5.0);
+}
+
+TEST(PrefetchTrialTest, TiesLoneShapesAndTooManyShapes) {
+  PrefetchTrial tie(2, 1);  // a tie keeps the prefetch
+  for (int i = 0; i < 2; ++i) {
+    const PrefetchTrial::Call call = tie.Begin(64);
+    tie.End(call, 5.0);
+  }
   EXPECT_FALSE(tie.timing());
-  EXPECT_TRUE(tie.prefetch());
-  tie.Done(0.0);
+  EXPECT_TRUE(tie.choice());
+  tie.End(tie.Begin(64), 0.0);
   EXPECT_TRUE(tie.timing());
-  PrefetchTrial wide(1000, 1);
-  for (int i = 0; i < PrefetchTrial::kMaxTrial; ++i) wide.Done(i % 2 ? 2.0 : 1.0);
-  EXPECT_FALSE(wide.timing());
-  EXPECT_FALSE(wide.prefetch());
+  // One shape alone fills the longest trial (2 x kMaxTimed calls), and it ends.
+  PrefetchTrial lone(1000, 1);
+  for (int i = 0; i < 2 * PrefetchTrial::kMaxTimed; ++i) {
+    ASSERT_TRUE(lone.timing()) << i;
+    const PrefetchTrial::Call call = lone.Begin(64);
+    ASSERT_GE(call.slot, 0);
+    lone.End(call, call.prefetch ? 2.0 : 1.0);
+  }
+  EXPECT_FALSE(lone.timing());
+  EXPECT_FALSE(lone.choice());
+  // Past kMaxShapes shapes, a trial's calls of further shapes run untimed, with the current choice.
+  PrefetchTrial many(2 * PrefetchTrial::kMaxShapes + 2, 1);
+  for (int s = 0; s < PrefetchTrial::kMaxShapes; ++s) {
+    const PrefetchTrial::Call call = many.Begin(100 + s);
+    ASSERT_GE(call.slot, 0);
+    many.End(call, 1.0);
+  }
+  const PrefetchTrial::Call extra = many.Begin(7);
+  EXPECT_EQ(extra.slot, -1);
+  EXPECT_TRUE(extra.prefetch);
+  many.End(extra, 0.0);
+  EXPECT_TRUE(many.timing());
 }
 
 // Restores the process's prefetch mode at the end of a scope.

@@ -59,40 +59,88 @@ inline void PrefetchStreams(const void* at, uint64_t stride) {
   }
 }
 
-// Which variant of a decode GEMV a thread runs, with or without PrefetchStreams. Cycles of
-// `trial` calls that alternate the two (with, without, with, ...) and are timed, then `run` calls
-// of the one whose median rate was higher (the first on a tie). The trial comes back because a
-// shared machine's memory changes under it. A thread's calls of one GEMV kind go through one
-// trial: the calls of a trial mix the layers' shapes, but alternately, so each variant meets
-// about the same mix; the median of each side keeps a stray slow call (preemption) out.
+// Which variant of a decode GEMV a thread runs, with or without PrefetchStreams. Cycles of a
+// trial of `trial` timed calls, then `run` calls of the variant the trial found faster. A
+// thread's calls of one GEMV kind go through one trial, and they come in a fixed order of shapes
+// (a layer's q, k, v, o, gate, up, down), so alternating call by call would give each variant
+// its own shapes (four GEMVs a layer: always the same two). The trial therefore alternates per
+// shape (a call's byte count): each shape's calls take turns, with first. The faster variant is
+// the one whose calls, one of every shape at each side's median time, take less time; the first
+// on a tie. The trial comes back because a shared machine's memory changes under it.
 class PrefetchTrial {
  public:
-  static constexpr int kMaxTrial = 64;
-  constexpr PrefetchTrial(int trial, int run) : trial_(std::clamp(trial / 2 * 2, 2, kMaxTrial)), run_(run) {}
+  static constexpr int kMaxShapes = 8;  // further shapes run untimed in a trial
+  static constexpr int kMaxTimed = 32;  // timed calls per shape and side; a trial has at most 2x
+  struct Call {
+    bool prefetch = true;
+    int slot = -1;  // >= 0: timed, for the trial's shape `slot`
+  };
 
-  bool timing() const { return call_ < trial_; }
-  bool prefetch() const { return timing() ? call_ % 2 == 0 : choice_; }
-  // Ends the call; `rate` (bytes per second) counts for trial calls only.
-  void Done(double rate) {
-    if (timing()) rates_[static_cast<size_t>(call_)] = rate;
-    if (++call_ == trial_) choice_ = Median(0) >= Median(1);
-    if (call_ >= trial_ + run_) call_ = 0;
+  constexpr PrefetchTrial(int trial, int run) : trial_(std::clamp(trial, 2, 2 * kMaxTimed)), run_(std::max(run, 0)) {}
+
+  // This call's variant; `bytes` names its shape.
+  Call Begin(uint64_t bytes) {
+    if (calls_ >= trial_) return {choice_, -1};
+    int slot = 0;
+    while (slot < n_shapes_ && shapes_[slot].bytes != bytes) ++slot;
+    if (slot == n_shapes_) {
+      if (n_shapes_ == kMaxShapes) return {choice_, -1};
+      shapes_[n_shapes_++] = Shape{bytes};
+    }
+    const Shape& shape = shapes_[slot];
+    const bool prefetch = shape.n[1] <= shape.n[0];  // with first, then turns
+    if (shape.n[prefetch ? 1 : 0] == kMaxTimed) return {choice_, -1};
+    return {prefetch, slot};
   }
 
+  // Ends a call Begin returned; `seconds`: its time (used for timed calls only).
+  void End(const Call& call, double seconds) {
+    if (call.slot >= 0) {
+      Shape& shape = shapes_[call.slot];
+      const int side = call.prefetch ? 1 : 0;
+      shape.seconds[side][shape.n[side]++] = seconds;
+      if (++calls_ == trial_) Decide();
+      return;
+    }
+    if (calls_ >= trial_ && ++run_calls_ >= run_) {  // the next trial
+      calls_ = 0;
+      run_calls_ = 0;
+      n_shapes_ = 0;
+    }
+  }
+
+  bool timing() const { return calls_ < trial_; }
+  bool choice() const { return choice_; }
+
  private:
-  // The median rate of the trial calls with (0) or without (1) the prefetch.
-  double Median(int side) {
-    std::array<double, kMaxTrial / 2> v{};
-    const int n = trial_ / 2;
-    for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = rates_[static_cast<size_t>(2 * i + side)];
+  struct Shape {
+    uint64_t bytes = 0;
+    int n[2] = {0, 0};  // timed calls without (0) and with (1) the prefetch
+    std::array<std::array<double, kMaxTimed>, 2> seconds{};
+  };
+
+  static double Median(std::array<double, kMaxTimed> v, int n) {
     std::sort(v.begin(), v.begin() + n);
-    return n % 2 ? v[static_cast<size_t>(n / 2)] : 0.5 * (v[static_cast<size_t>(n / 2 - 1)] + v[static_cast<size_t>(n / 2)]);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  }
+
+  void Decide() {
+    double with = 0.0, without = 0.0;
+    for (int i = 0; i < n_shapes_; ++i) {
+      const Shape& shape = shapes_[i];
+      if (shape.n[0] == 0 || shape.n[1] == 0) continue;
+      without += Median(shape.seconds[0], shape.n[0]);
+      with += Median(shape.seconds[1], shape.n[1]);
+    }
+    choice_ = with <= without;
   }
 
   int trial_, run_;
-  int call_ = 0;
+  int calls_ = 0;      // timed calls of the current trial
+  int run_calls_ = 0;  // calls since the trial ended
   bool choice_ = true;
-  std::array<double, kMaxTrial> rates_{};
+  int n_shapes_ = 0;
+  std::array<Shape, kMaxShapes> shapes_{};
 };
 
 // Runs kernel(std::true_type) (prefetching) or kernel(std::false_type) as the mode (cpu.h) says:
@@ -100,19 +148,18 @@ class PrefetchTrial {
 template <class Kernel>
 inline void WithStreamPrefetch(PrefetchTrial& trial, uint64_t bytes, const Kernel& kernel) {
   const StreamPrefetch mode = GetStreamPrefetch();
-  const bool on = mode == StreamPrefetch::kAuto ? trial.prefetch() : mode == StreamPrefetch::kOn;
-  const bool timed = mode == StreamPrefetch::kAuto && trial.timing();
-  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-  if (on) {
+  const PrefetchTrial::Call call =
+      mode == StreamPrefetch::kAuto ? trial.Begin(bytes) : PrefetchTrial::Call{mode == StreamPrefetch::kOn, -1};
+  const auto start = call.slot >= 0 ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  if (call.prefetch) {
     kernel(std::true_type{});
   } else {
     kernel(std::false_type{});
   }
   if (mode == StreamPrefetch::kAuto) {
-    const double s = timed ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() : 0.0;
-    trial.Done(s > 0.0 ? static_cast<double>(bytes) / s : 0.0);
+    trial.End(call, call.slot >= 0 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() : 0.0);
   }
-  CountStreamPrefetchCall(on);
+  CountStreamPrefetchCall(call.prefetch);
 }
 
 // tile(r, part) takes rows r, r + part, ..., r + (R - 1) * part; one(r) the last rows (< R).
