@@ -190,7 +190,8 @@ float NormQuantize(const float* x, const float* up, const float* weight, int64_t
 // decode, tokens alternated in one process, two threads +2.4-4.1% (8-bit head +4.0%) and +12% in
 // a low-bandwidth spell, one thread +5%. Since the seventeenth, 1 KB into L1 plus 4 KB into L2:
 // two threads +3.5% more, alternated. Not remeasured on the Zen 3, where the one-thread GEMV
-// alone had shown no gain.
+// alone had shown no gain. Since the eighteenth, with or without, as PrefetchTrial measures per
+// thread (on that session's Zen 5 host, forced on: 0.98x).
 // R rows, `stride` bytes apart: out[r] = the row's integer sum. Each row's four blocks go into one
 // int16 sum (16 vpmaddubsw, |lane| <= 16 x 768 = 12288 even for code 3), then one vpmaddwd with
 // ones widens it into the row's int32 accumulator. MaddubsAdd (inline asm, the activations as the

@@ -165,7 +165,7 @@ inline __m128i Hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
 // Zen 4 before. Each stream prefetched 2 KB ahead (row_streams.h): 2B-4T decode, two threads,
 // tokens alternated in one process, the F16 head's streams prefetched in both, 42.9 -> 46.4 tok/s
 // (1 KB 45.7, 3 KB 47.3, 4 KB 45.4). Since the seventeenth session 1 KB into L1 plus 4 KB into L2
-// (row_streams.h).
+// (row_streams.h); since the eighteenth, with or without, as PrefetchTrial measures per thread.
 
 // pairs x 256 activations from q (n values; a missing last block reads as zeros): for blocks j and
 // j + 1, p[256 * (j / 2) + 64 * k + 32 * h + i] = q[128 * (j + h) + 32 * k + i].
@@ -556,7 +556,10 @@ void TernaryGemm(const TernaryView& w, const int8_t* q, int64_t q_stride, const 
 // (bench/gemv_best_bench f16): mean 24.4-25.0 -> 24.3-32.6 GB/s, best 29.1-29.8 -> 33.4-40.6.
 // The GEMV's streams prefetched ahead (row_streams.h), the whole 2B-4T head in a pool, calls
 // alternated: two threads, median 54.7 -> 61.2 GB/s (1.5 KB ahead 64.3, 3 KB 55.8); one thread
-// 23.9 -> 28.3 (1.5 KB 29.9).
+// 23.9 -> 28.3 (1.5 KB 29.9). On the eighteenth session's host the prefetch cost instead (one
+// thread 24 GB/s with, 28-30 without, a plain read 28-29), so PrefetchTrial picks. That host's
+// ceiling from cache, ~59 GB/s, is its 512-bit rate (one zmm FMA a cycle): an integer conversion
+// instead of vcvtph2ps (vpmovsxwd, shift, and; activations scaled by 2^112, exact) was slower.
 // Two accumulators rather than four let the batched tile hold 12 pairs instead of 6: per 16
 // values 4 conversions + 7 loads for 12 FMAs, against 2 + 5 for 6 (8 vectors x 32768 rows,
 // kernels_bench: 21.5-22.1 -> 15.6 ms; in L2 0.033 -> 0.017 ms).
@@ -717,6 +720,7 @@ inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_
 // alternated in one process, 56.2 -> 58.9 tok/s (1 KB 59.3, 3 KB 57.7). Since the seventeenth
 // session 1 KB into L1 plus 4 KB into L2 (row_streams.h): 1.36 -> 1.43x the F16-head decode in one
 // alternated run, 1.40 -> 1.38x in another.
+// Since the eighteenth session, with or without, as PrefetchTrial measures per thread.
 void Q8Gemv(const Q8View& w, const int8_t* q, int32_t q_sum, float act_scale, float* y, int64_t row_begin,
             int64_t row_end) {
   const int32_t offset = 128 * q_sum;
