@@ -42,9 +42,9 @@ bool CpuPathSupported(CpuPath path);
 CpuPath ActiveCpuPath();
 
 // Software prefetch of the decode GEMVs' row streams (the x86 paths, row_streams.h). Whether it
-// pays depends on the machine: on one Zen 5 host it made 2B-4T decode 3-17% faster, on another
-// the same binary decoded 4-17% faster without it (bench/RESULTS.md, seventeenth and eighteenth
-// sessions). kAuto (the default) lets every thread time both on its own calls and keep the faster
+// pays depends on the machine: on one Zen 5 host it made 2B-4T decode up to 17% faster, on
+// another the same binary decoded up to 17% faster without it (bench/RESULTS.md, seventeenth and
+// eighteenth sessions). kAuto (the default) lets every thread time both on its own calls and keep the faster
 // (PrefetchTrial, row_streams.h); kOn and kOff force one. The results are the same bits whatever
 // the mode. $TRINITY_PREFETCH=auto|on|off sets the mode at start; SetStreamPrefetch changes it.
 enum class StreamPrefetch { kAuto = 0, kOn = 1, kOff = 2 };

@@ -146,7 +146,14 @@ std::atomic<StreamPrefetch>& PrefetchMode() {
   return mode;
 }
 
-std::atomic<uint64_t> prefetch_calls[2];  // [0]: without, [1]: with
+// The call counts in one cache line per thread (up to kCountSlots threads; more share slots), so
+// that decode's threads do not pass one line back and forth on every GEMV call.
+constexpr int kCountSlots = 16;
+struct alignas(64) CallCountSlot {
+  std::atomic<uint64_t> calls[2] = {0, 0};  // [0]: without, [1]: with
+};
+CallCountSlot call_counts[kCountSlots];
+std::atomic<int> next_count_slot{0};
 
 }  // namespace
 
@@ -155,10 +162,18 @@ StreamPrefetch GetStreamPrefetch() { return PrefetchMode().load(std::memory_orde
 void SetStreamPrefetch(StreamPrefetch mode) { PrefetchMode().store(mode, std::memory_order_relaxed); }
 
 StreamPrefetchCalls StreamPrefetchCallCounts() {
-  return {prefetch_calls[1].load(std::memory_order_relaxed), prefetch_calls[0].load(std::memory_order_relaxed)};
+  StreamPrefetchCalls total;
+  for (const CallCountSlot& slot : call_counts) {
+    total.on += slot.calls[1].load(std::memory_order_relaxed);
+    total.off += slot.calls[0].load(std::memory_order_relaxed);
+  }
+  return total;
 }
 
-void CountStreamPrefetchCall(bool prefetched) { prefetch_calls[prefetched].fetch_add(1, std::memory_order_relaxed); }
+void CountStreamPrefetchCall(bool prefetched) {
+  thread_local CallCountSlot& slot = call_counts[next_count_slot.fetch_add(1, std::memory_order_relaxed) % kCountSlots];
+  slot.calls[prefetched ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+}
 
 const CpuKernels& RefKernels() {
   static const CpuKernels table = [] {
