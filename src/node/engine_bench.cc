@@ -176,18 +176,20 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
     double token_s = 0.0;
     double pass_s[ReadProbe::kPatterns] = {};
     int passes[ReadProbe::kPatterns] = {};
-    fill();
-    for (int64_t i = 0; i < options.n_gen; ++i) {
-      const auto start = Clock::now();
-      context.Eval(std::span<const int32_t>(after + i, 1));
-      token_s += SecondsSince(start);
-      const int pattern = static_cast<int>(i % ReadProbe::kPatterns);
-      const double s = probe.Pass(pattern);
-      if (s == 0.0) Fail("the read-bandwidth probe read wrong sums");
-      pass_s[pattern] += s;
-      ++passes[pattern];
+    for (int rep = 0; rep < options.repetitions; ++rep) {  // as tg: n_gen tokens per repetition
+      fill();
+      for (int64_t i = 0; i < options.n_gen; ++i) {
+        const auto start = Clock::now();
+        context.Eval(std::span<const int32_t>(after + i, 1));
+        token_s += SecondsSince(start);
+        const int pattern = static_cast<int>((rep * options.n_gen + i) % ReadProbe::kPatterns);
+        const double s = probe.Pass(pattern);
+        if (s == 0.0) Fail("the read-bandwidth probe read wrong sums");
+        pass_s[pattern] += s;
+        ++passes[pattern];
+      }
     }
-    result.tg_alternated_tok_per_s = static_cast<double>(options.n_gen) / token_s;
+    result.tg_alternated_tok_per_s = static_cast<double>(options.n_gen) * reps / token_s;
     for (int p = 0; p < ReadProbe::kPatterns; ++p) {
       if (passes[p] == 0) continue;
       const double gbps = static_cast<double>(probe.bytes()) * passes[p] / pass_s[p] / 1e9;
