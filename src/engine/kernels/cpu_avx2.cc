@@ -247,21 +247,18 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
   const int64_t row_bytes = w.n_in / 4, blocks = w.n_in / 128;
   auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - q_sum) * w.scale / act_scale; };
   thread_local PrefetchTrial trial(64, 8192);  // ~200 calls per 2B-4T token
-  WithStreamPrefetch(trial, static_cast<uint64_t>((row_end - row_begin) * row_bytes), [&](auto prefetch) {
-    constexpr bool kPrefetch = decltype(prefetch)::value;
-    RowStreams<4>(
-        row_begin, row_end,
-        [&](int64_t r, int64_t part) {
-          int32_t dot[4];
-          GemvRows<4, kPrefetch>(w.codes + r * row_bytes, part * row_bytes, q, blocks, dot);
-          for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
-        },
-        [&](int64_t r) {
-          int32_t dot;
-          GemvRows<1, kPrefetch>(w.codes + r * row_bytes, row_bytes, q, blocks, &dot);
-          store(r, dot);
-        });
-  });
+  PrefetchedRowStreams<4>(
+      trial, row_begin, row_end, static_cast<uint64_t>(row_bytes),
+      [&](int64_t r, int64_t part, auto prefetch) {
+        int32_t dot[4];
+        GemvRows<4, decltype(prefetch)::value>(w.codes + r * row_bytes, part * row_bytes, q, blocks, dot);
+        for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
+      },
+      [&](int64_t r, auto prefetch) {
+        int32_t dot;
+        GemvRows<1, decltype(prefetch)::value>(w.codes + r * row_bytes, row_bytes, q, blocks, &dot);
+        store(r, dot);
+      });
 }
 
 // ---- ternary GEMM (prefill) ---------------------------------------------------------------------
@@ -611,15 +608,14 @@ template <int R, bool kF16>
 void DenseRowsAll(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   const uint64_t rb = w.row_bytes;
   thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
-  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * rb, [&](auto prefetch) {
-    constexpr bool kPrefetch = decltype(prefetch)::value;
-    RowStreams<R>(
-        row_begin, row_end,
-        [&](int64_t r, int64_t part) {
-          DenseTile<R, kF16, kPrefetch>(w.data + r * rb, part * rb, x, w.n_in, y + r, part);
-        },
-        [&](int64_t r) { DenseTile<1, kF16, kPrefetch>(w.data + r * rb, rb, x, w.n_in, y + r, 1); });
-  });
+  PrefetchedRowStreams<R>(
+      trial, row_begin, row_end, rb,
+      [&](int64_t r, int64_t part, auto prefetch) {
+        DenseTile<R, kF16, decltype(prefetch)::value>(w.data + r * rb, part * rb, x, w.n_in, y + r, part);
+      },
+      [&](int64_t r, auto prefetch) {
+        DenseTile<1, kF16, decltype(prefetch)::value>(w.data + r * rb, rb, x, w.n_in, y + r, 1);
+      });
 }
 
 void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
@@ -771,21 +767,18 @@ inline void Q8Rows(const uint8_t* w0, uint64_t row_stride, const int8_t* q, int6
 void Q8Gemv(const Q8View& w, const int8_t* q, int32_t, float act_scale, float* y, int64_t row_begin, int64_t row_end) {
   const uint64_t rb = w.row_bytes;
   thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
-  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * rb, [&](auto prefetch) {
-    constexpr bool kPrefetch = decltype(prefetch)::value;
-    RowStreams<4>(
-        row_begin, row_end,
-        [&](int64_t r, int64_t part) {
-          int32_t dot[4];
-          Q8Rows<4, kPrefetch>(w.data + r * rb, part * rb, q, w.n_in, dot);
-          for (int i = 0; i < 4; ++i) y[r + i * part] = static_cast<float>(dot[i]) * w.scales[r + i * part] / act_scale;
-        },
-        [&](int64_t r) {
-          int32_t dot[1];
-          Q8Rows<1, kPrefetch>(w.data + r * rb, rb, q, w.n_in, dot);
-          y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
-        });
-  });
+  PrefetchedRowStreams<4>(
+      trial, row_begin, row_end, rb,
+      [&](int64_t r, int64_t part, auto prefetch) {
+        int32_t dot[4];
+        Q8Rows<4, decltype(prefetch)::value>(w.data + r * rb, part * rb, q, w.n_in, dot);
+        for (int i = 0; i < 4; ++i) y[r + i * part] = static_cast<float>(dot[i]) * w.scales[r + i * part] / act_scale;
+      },
+      [&](int64_t r, auto prefetch) {
+        int32_t dot[1];
+        Q8Rows<1, decltype(prefetch)::value>(w.data + r * rb, rb, q, w.n_in, dot);
+        y[r] = static_cast<float>(dot[0]) * w.scales[r] / act_scale;
+      });
 }
 
 // ---- attention --------------------------------------------------------------------------------------

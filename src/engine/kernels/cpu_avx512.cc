@@ -257,25 +257,24 @@ void TernaryGemv(const TernaryView& w, const int8_t* q, int32_t q_sum, float act
   const __m128i vq_sum = _mm_set1_epi32(q_sum);
   const __m128 vscale = _mm_set1_ps(w.scale), vact_scale = _mm_set1_ps(act_scale);
   thread_local PrefetchTrial trial(64, 8192);  // ~200 calls per 2B-4T token
-  WithStreamPrefetch(trial, static_cast<uint64_t>((row_end - row_begin) * row_bytes), [&](auto prefetch) {
-    constexpr bool kPrefetch = decltype(prefetch)::value;
-    RowStreams<4>(
-        row_begin, row_end,
-        [&](int64_t r, int64_t part) {
-          alignas(16) int32_t dot[4];
-          GemvTile<4, kPrefetch>(w.codes + r * row_bytes, static_cast<uint64_t>(part * row_bytes), planes, blocks, dot);
-          // store() for the four rows at once: the same operations in the same order, per lane.
-          alignas(16) float out[4];
-          const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(dot)), vq_sum));
-          _mm_store_ps(out, _mm_div_ps(_mm_mul_ps(v, vscale), vact_scale));
-          for (int i = 0; i < 4; ++i) y[r + i * part] = out[i];
-        },
-        [&](int64_t r) {
-          int32_t dot;
-          GemvTile<1, kPrefetch>(w.codes + r * row_bytes, static_cast<uint64_t>(row_bytes), planes, blocks, &dot);
-          store(r, dot);
-        });
-  });
+  PrefetchedRowStreams<4>(
+      trial, row_begin, row_end, static_cast<uint64_t>(row_bytes),
+      [&](int64_t r, int64_t part, auto prefetch) {
+        alignas(16) int32_t dot[4];
+        GemvTile<4, decltype(prefetch)::value>(w.codes + r * row_bytes, static_cast<uint64_t>(part * row_bytes), planes,
+                                               blocks, dot);
+        // store() for the four rows at once: the same operations in the same order, per lane.
+        alignas(16) float out[4];
+        const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(dot)), vq_sum));
+        _mm_store_ps(out, _mm_div_ps(_mm_mul_ps(v, vscale), vact_scale));
+        for (int i = 0; i < 4; ++i) y[r + i * part] = out[i];
+      },
+      [&](int64_t r, auto prefetch) {
+        int32_t dot;
+        GemvTile<1, decltype(prefetch)::value>(w.codes + r * row_bytes, static_cast<uint64_t>(row_bytes), planes,
+                                               blocks, &dot);
+        store(r, dot);
+      });
 }
 
 // Values per pass of the GEMM kernels (chunks of equal length): 8 tokens' activations stay in L1.
@@ -632,15 +631,14 @@ void DenseGemv(const DenseView& w, const float* x, float* y, int64_t row_begin, 
     const uint64_t stride = w.row_bytes / 2;
     auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(w.data + r * w.row_bytes); };
     thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
-    WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * w.row_bytes, [&](auto prefetch) {
-      constexpr bool kPrefetch = decltype(prefetch)::value;
-      RowStreams<4>(
-          row_begin, row_end,
-          [&](int64_t r, int64_t part) {
-            DenseRowsDotsF16<4, 1, kPrefetch>(row(r), part * stride, x, 0, w.n_in, ys, r, part);
-          },
-          [&](int64_t r) { DenseRowsDotsF16<1, 1, kPrefetch>(row(r), stride, x, 0, w.n_in, ys, r); });
-    });
+    PrefetchedRowStreams<4>(
+        trial, row_begin, row_end, w.row_bytes,
+        [&](int64_t r, int64_t part, auto prefetch) {
+          DenseRowsDotsF16<4, 1, decltype(prefetch)::value>(row(r), part * stride, x, 0, w.n_in, ys, r, part);
+        },
+        [&](int64_t r, auto prefetch) {
+          DenseRowsDotsF16<1, 1, decltype(prefetch)::value>(row(r), stride, x, 0, w.n_in, ys, r);
+        });
     return;
   }
   if (w.type == TensorType::kF32) {
@@ -726,21 +724,18 @@ void Q8Gemv(const Q8View& w, const int8_t* q, int32_t q_sum, float act_scale, fl
   const int32_t offset = 128 * q_sum;
   auto store = [&](int64_t r, int32_t dot) { y[r] = static_cast<float>(dot - offset) * w.scales[r] / act_scale; };
   thread_local PrefetchTrial trial(8, 128);  // one call per token and thread
-  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * w.row_bytes, [&](auto prefetch) {
-    constexpr bool kPrefetch = decltype(prefetch)::value;
-    RowStreams<4>(
-        row_begin, row_end,
-        [&](int64_t r, int64_t part) {
-          int32_t dot[4];
-          Q8Tile<4, kPrefetch>(w.data + r * w.row_bytes, part * w.row_bytes, q, w.n_in, dot);
-          for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
-        },
-        [&](int64_t r) {
-          int32_t dot;
-          Q8Tile<1, kPrefetch>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, &dot);
-          store(r, dot);
-        });
-  });
+  PrefetchedRowStreams<4>(
+      trial, row_begin, row_end, w.row_bytes,
+      [&](int64_t r, int64_t part, auto prefetch) {
+        int32_t dot[4];
+        Q8Tile<4, decltype(prefetch)::value>(w.data + r * w.row_bytes, part * w.row_bytes, q, w.n_in, dot);
+        for (int i = 0; i < 4; ++i) store(r + i * part, dot[i]);
+      },
+      [&](int64_t r, auto prefetch) {
+        int32_t dot;
+        Q8Tile<1, decltype(prefetch)::value>(w.data + r * w.row_bytes, w.row_bytes, q, w.n_in, &dot);
+        store(r, dot);
+      });
 }
 
 // ---- attention --------------------------------------------------------------------------------------

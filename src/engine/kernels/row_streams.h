@@ -170,4 +170,17 @@ inline void RowStreams(int64_t row_begin, int64_t row_end, const Tile& tile, con
   for (int64_t r = row_begin + R * part; r < row_end; ++r) one(r);
 }
 
+// RowStreams in the variant WithStreamPrefetch picks: tile(r, part, prefetch) and one(r, prefetch)
+// get it as a std::bool_constant (decltype(prefetch)::value for the kernels' template flag);
+// `row_bytes` sizes the call for the trial.
+template <int R, class Tile, class One>
+inline void PrefetchedRowStreams(PrefetchTrial& trial, int64_t row_begin, int64_t row_end, uint64_t row_bytes,
+                                 const Tile& tile, const One& one) {
+  WithStreamPrefetch(trial, static_cast<uint64_t>(row_end - row_begin) * row_bytes, [&](auto prefetch) {
+    RowStreams<R>(
+        row_begin, row_end, [&](int64_t r, int64_t part) { tile(r, part, prefetch); },
+        [&](int64_t r) { one(r, prefetch); });
+  });
+}
+
 }  // namespace trinity::kernels
