@@ -110,8 +110,9 @@ EngineBenchResult RunEngineBench(const Model& model, const EngineBenchOptions& o
         context.Eval(std::span<const int32_t>(after + i, 1));
       }
       tg_s += SecondsSince(start);
-      result.prefetch_on_calls += kernels::StreamPrefetchCallCounts().on - calls.on;
-      result.prefetch_off_calls += kernels::StreamPrefetchCallCounts().off - calls.off;
+      const kernels::StreamPrefetchCalls calls_after = kernels::StreamPrefetchCallCounts();
+      result.prefetch_on_calls += calls_after.on - calls.on;
+      result.prefetch_off_calls += calls_after.off - calls.off;
     }
   }
   const double reps = options.repetitions;

@@ -43,10 +43,11 @@ struct EngineBenchResult {
   double read_gbps = 0.0;        // measured memory read bandwidth, 1e9 bytes/s
   double roofline_pct = 0.0;     // tg_tok_per_s * bytes_per_token / read bandwidth * 100
   // The roofline measured side by side (CPU, `alternate`): n_gen tokens decoded again (per
-  // repetition, as tg), each followed by one pass of the probe (its patterns in turn, on the same threads), so decode and
-  // probe see the same moments of a machine whose bandwidth moves 2x between minutes. The probe
-  // figure is the best pattern's mean over its passes; the percentage sets the two means side by
-  // side (0 when not measured). read_gbps above is the best single pass, at another moment.
+  // repetition, as tg), each followed by one pass of the probe (its patterns in turn, on the same
+  // threads), so decode and probe see the same moments of a machine whose bandwidth moves 2x
+  // between minutes. The probe figure is the best pattern's mean over its passes; the percentage
+  // sets the two means side by side (0 when not measured). read_gbps above is the best single
+  // pass, at another moment.
   double tg_alternated_tok_per_s = 0.0;
   double read_alternated_gbps = 0.0;
   double roofline_alternated_pct = 0.0;

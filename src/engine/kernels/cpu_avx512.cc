@@ -680,8 +680,9 @@ void DenseGemm(const DenseView& w, const float* x, int64_t x_stride, int64_t n_x
 // ---- 8-bit GEMV (optional quantised LM head) --------------------------------------------------------
 // Reference: y[r] = (sum_c (b[r,c] - 128) * q[c]) * scales[r] / act_scale, integer sum. The stored
 // bytes b are the unsigned operand of vpdpbusd as they are: sum(b*q) - 128*sum(q) is the dot. One
-// load + one vpdpbusd per 64 weight bytes, two accumulators per row; four row streams, each
-// prefetched ahead (row_streams.h). Lane bound: n_in/64 steps x 4 x 255 x 128 < 2^31 up to n_in ~ 4M.
+// load + one vpdpbusd per 64 weight bytes, two accumulators per row; four row streams, prefetched
+// ahead where PrefetchTrial finds that it pays (row_streams.h). Lane bound: n_in/64 steps x 4 x
+// 255 x 128 < 2^31 up to n_in ~ 4M.
 // Rows row0 + i * stride (i < R): out[i] = the row's integer dot with q (n values).
 template <int R, bool kPrefetch>
 inline void Q8Tile(const uint8_t* row0, uint64_t stride, const int8_t* q, int64_t n, int32_t* out) {

@@ -80,7 +80,7 @@ class PrefetchTrial {
 
   // This call's variant; `bytes` names its shape.
   Call Begin(uint64_t bytes) {
-    if (calls_ >= trial_) return {choice_, -1};
+    if (!timing()) return {choice_, -1};
     int slot = 0;
     while (slot < n_shapes_ && shapes_[slot].bytes != bytes) ++slot;
     if (slot == n_shapes_) {
